@@ -1,0 +1,1 @@
+"""The applications built on the engine: the command line and the web apps."""

@@ -1,0 +1,1 @@
+"""Kiln's engine: app definitions compiled into tables, predicates and services."""

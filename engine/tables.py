@@ -1,0 +1,269 @@
+"""The tables an app model compiles to.
+
+Each entity is one table ``<app>__<entity>`` with a column per single-valued field, the system
+columns, and one ``entered_<state>_at`` per workflow state. Multi-valued fields (multiselect,
+tags, ``multiple: true`` links, users, files) live in child tables ``<app>__<entity>__<field>``,
+one row per value. Every column a list can filter or sort on gets an index ending in ``id``, so a
+filtered keyset page reads the index in order and stops after one page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    Time,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeEngine
+
+from engine.db import UTCDateTime
+from engine.model import App, Entity, Field
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias).
+IdType = BigInteger().with_variant(Integer(), "sqlite")
+
+SYSTEM_COLUMNS = ("id", "number", "state", "created_at", "created_by", "updated_at", "version")
+FILE_ID_LENGTH = 32
+
+
+def table_name(app: str, entity: str) -> str:
+    return f"{app}__{entity}"
+
+
+def child_table_name(app: str, entity: str, field_name: str) -> str:
+    return f"{app}__{entity}__{field_name}"
+
+
+def entered_column(state: str) -> str:
+    return f"entered_{state}_at"
+
+
+def computed_column_type(value_type: str) -> TypeEngine:
+    return {
+        "number": Numeric(24, 6),
+        "integer": BigInteger(),
+        "boolean": Boolean(),
+        "date": Date(),
+        "datetime": UTCDateTime(),
+        "duration": Numeric(24, 6),  # seconds
+    }.get(value_type, Text())
+
+
+def value_type(f: Field, computed_type: str | None = None) -> TypeEngine:
+    """The column type that holds one value of field ``f``."""
+    t = f.type
+    if t in ("text", "email", "phone", "url", "textarea", "richtext", "location", "tags"):
+        return Text()
+    if t in ("select", "multiselect", "team"):
+        return String(100)
+    if t in ("integer",):
+        return BigInteger()
+    if t == "rating":
+        return Integer()
+    if t == "decimal":
+        return Numeric(18, f.scale)
+    if t == "boolean":
+        return Boolean()
+    if t == "date":
+        return Date()
+    if t == "datetime":
+        return UTCDateTime()
+    if t == "time":
+        return Time()
+    if t in ("user",):
+        return IdType
+    if t == "link":
+        return IdType
+    if t in ("file", "image"):
+        return String(FILE_ID_LENGTH)
+    if t == "computed":
+        return computed_column_type(computed_type or "text")
+    raise ValueError(f"no column type for field type {t!r}")
+
+
+def system_tables(metadata: MetaData) -> dict[str, Table]:
+    """The instance-wide tables: users, teams, roles, tokens, audit, files, sequences, migrations."""
+    users = Table(
+        "kiln_users", metadata,
+        Column("id", IdType, primary_key=True, autoincrement=True),
+        Column("username", String(100), nullable=False, unique=True),
+        Column("display_name", String(200), nullable=False, default=""),
+        Column("password_hash", String(200), nullable=True),
+        Column("email", String(200), nullable=True),
+        Column("phone", String(50), nullable=True),
+        Column("locale", String(10), nullable=True),
+        Column("is_admin", Boolean, nullable=False, default=False),
+        Column("is_active", Boolean, nullable=False, default=True),
+        Column("manager_id", IdType, ForeignKey("kiln_users.id"), nullable=True),
+        Column("created_at", UTCDateTime, nullable=False),
+    )  # fmt: skip
+    teams = Table(
+        "kiln_teams", metadata,
+        Column("id", IdType, primary_key=True, autoincrement=True),
+        Column("app", String(64), nullable=False),
+        Column("name", String(100), nullable=False),
+        Column("label", String(200), nullable=False, default=""),
+        Column("lead_id", IdType, ForeignKey("kiln_users.id"), nullable=True),
+        UniqueConstraint("app", "name", name="uq_kiln_teams_app_name"),
+    )  # fmt: skip
+    members = Table(
+        "kiln_team_members", metadata,
+        Column("team_id", IdType, ForeignKey("kiln_teams.id", ondelete="CASCADE"), primary_key=True),
+        Column("user_id", IdType, ForeignKey("kiln_users.id", ondelete="CASCADE"), primary_key=True),
+        Index("ix_kiln_team_members_user", "user_id"),
+    )  # fmt: skip
+    roles = Table(
+        "kiln_user_roles", metadata,
+        Column("user_id", IdType, ForeignKey("kiln_users.id", ondelete="CASCADE"), primary_key=True),
+        Column("app", String(64), primary_key=True),
+        Column("role", String(100), primary_key=True),
+        Index("ix_kiln_user_roles_app_role", "app", "role"),
+    )  # fmt: skip
+    tokens = Table(
+        "kiln_api_tokens", metadata,
+        Column("id", IdType, primary_key=True, autoincrement=True),
+        Column("user_id", IdType, ForeignKey("kiln_users.id", ondelete="CASCADE"), nullable=False),
+        Column("name", String(100), nullable=False, default=""),
+        Column("token_hash", String(64), nullable=False, unique=True),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("last_used_at", UTCDateTime, nullable=True),
+    )  # fmt: skip
+    audit = Table(
+        "kiln_audit", metadata,
+        Column("id", IdType, primary_key=True, autoincrement=True),
+        Column("app", String(64), nullable=False),
+        Column("entity", String(64), nullable=False),
+        Column("record_id", BigInteger, nullable=False),
+        Column("action", String(32), nullable=False),
+        Column("actor_id", BigInteger, nullable=True),
+        Column("actor", String(100), nullable=False),
+        Column("at", UTCDateTime, nullable=False),
+        Column("changes", JSON, nullable=False),
+        Column("rule", String(200), nullable=True),
+        Column("comment", Text, nullable=True),
+        Index("ix_kiln_audit_record", "app", "entity", "record_id", "id"),
+        Index("ix_kiln_audit_at", "at"),
+    )  # fmt: skip
+    files = Table(
+        "kiln_files", metadata,
+        Column("id", String(FILE_ID_LENGTH), primary_key=True),
+        Column("filename", String(300), nullable=False),
+        Column("content_type", String(200), nullable=False),
+        Column("size", BigInteger, nullable=False),
+        Column("sha256", String(64), nullable=False),
+        Column("path", String(500), nullable=False),
+        Column("created_by", BigInteger, nullable=True),
+        Column("created_at", UTCDateTime, nullable=False),
+    )  # fmt: skip
+    sequences = Table(
+        "kiln_sequences", metadata,
+        Column("app", String(64), primary_key=True),
+        Column("entity", String(64), primary_key=True),
+        Column("prefix", String(100), primary_key=True),
+        Column("value", BigInteger, nullable=False),
+    )  # fmt: skip
+    migrations = Table(
+        "kiln_migrations", metadata,
+        Column("id", IdType, primary_key=True, autoincrement=True),
+        Column("app", String(64), nullable=False),
+        Column("definition_hash", String(64), nullable=False),
+        Column("applied_at", UTCDateTime, nullable=False),
+        Column("summary", JSON, nullable=False),
+        Index("ix_kiln_migrations_app", "app", "id"),
+    )  # fmt: skip
+    return {t.name: t for t in (users, teams, members, roles, tokens, audit, files, sequences, migrations)}
+
+
+@dataclass
+class EntityTables:
+    """The main table of an entity and the child tables of its multi-valued fields."""
+
+    main: Table
+    children: dict[str, Table] = field(default_factory=dict)
+
+
+@dataclass
+class Schema:
+    """All tables of an instance: the system tables and, per app and entity, its tables."""
+
+    metadata: MetaData
+    system: dict[str, Table]
+    entities: dict[tuple[str, str], EntityTables]
+
+    def entity(self, app: str, entity: str) -> EntityTables:
+        return self.entities[(app, entity)]
+
+    def table(self, name: str) -> Table:
+        return self.metadata.tables[name]
+
+
+def entity_tables(metadata: MetaData, app: App, entity: Entity, computed_types: dict[str, str] | None = None) -> EntityTables:
+    name = table_name(app.name, entity.name)
+    columns: list = [
+        Column("id", IdType, primary_key=True, autoincrement=True),
+        Column("number", String(100), nullable=True),
+        Column("state", String(64), nullable=True),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("created_by", BigInteger, nullable=True),
+        Column("updated_at", UTCDateTime, nullable=False),
+        Column("version", Integer, nullable=False, default=1),
+    ]
+    indexes: list[Index] = [
+        Index(f"ix_{name}_state", "state", "id"),
+        Index(f"ix_{name}_created_at", "created_at", "id"),
+        Index(f"ix_{name}_updated_at", "updated_at", "id"),
+        Index(f"ix_{name}_created_by", "created_by", "id"),
+    ]
+    constraints: list = [UniqueConstraint("number", name=f"uq_{name}_number")]
+    for state in entity.states:
+        columns.append(Column(entered_column(state), UTCDateTime, nullable=True))
+    children: dict[str, Table] = {}
+    for f in entity.fields:
+        if f.is_multi:
+            children[f.name] = child_table(metadata, name, f)
+            continue
+        columns.append(Column(f.name, value_type(f, (computed_types or {}).get(f.name)), nullable=True))
+        if f.unique:
+            constraints.append(UniqueConstraint(f.name, name=f"uq_{name}_{f.name}"))
+        elif f.filterable:
+            indexes.append(Index(f"ix_{name}_{f.name}", f.name, "id"))
+    main = Table(name, metadata, *columns, *constraints, *indexes)
+    return EntityTables(main, children)
+
+
+def child_table(metadata: MetaData, parent: str, f: Field) -> Table:
+    name = f"{parent}__{f.name}"
+    return Table(
+        name, metadata,
+        Column("record_id", IdType, ForeignKey(f"{parent}.id", ondelete="CASCADE"), primary_key=True),
+        Column("position", Integer, primary_key=True),
+        Column("value", value_type(f), nullable=False),
+        Index(f"ix_{name}_value", "value", "record_id"),
+    )  # fmt: skip
+
+
+def build_schema(apps: list[App], computed_types: dict[tuple[str, str, str], str] | None = None) -> Schema:
+    """The SQLAlchemy tables for the instance's apps; ``computed_types`` maps (app, entity, field)
+    of computed fields to their expression's value type."""
+    metadata = MetaData()
+    system = system_tables(metadata)
+    entities = {}
+    for app in apps:
+        for entity in app.entities:
+            types = {fname: t for (a, e, fname), t in (computed_types or {}).items() if a == app.name and e == entity.name}
+            entities[(app.name, entity.name)] = entity_tables(metadata, app, entity, types)
+    return Schema(metadata, system, entities)
