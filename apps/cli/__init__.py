@@ -1,0 +1,59 @@
+"""The command line of SPEC.md section 7: one module per command group, listed in COMMANDS."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+
+# command -> (module under apps.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("serve", "serve the web app (and the job consumer with the SQLite queue)"),
+    "check": ("check", "validate the definitions; prints FILE:LINE:COL: message per problem"),
+    "migrate": ("migrate", "compute and apply the database change for the definitions"),
+    "market": ("market", "template packs: list, install, upgrade, uninstall"),
+    "user": ("users", "users: add"),
+    "token": ("tokens", "API tokens: create"),
+    "bench": ("bench", "the benchmark suite (benchmarks/)"),
+}
+
+DEFAULT_DB = "sqlite:///data/kiln.db"
+
+
+def common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=os.environ.get("KILN_DB", DEFAULT_DB), help="database URL (default: %(default)s)")
+    parser.add_argument(
+        "--definitions", default=os.environ.get("KILN_DEFINITIONS", "definitions"), help="definitions folder (default: %(default)s)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py", description="Kiln: YAML app definitions into working business apps.")
+    sub = parser.add_subparsers(dest="command")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(f"apps.cli.{module_name}")
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        common_options(command)
+        module.add_arguments(command)
+        command.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    # SQLite keeps decimals as REAL; values are quantized to the field's scale on the way out.
+    warnings.filterwarnings("ignore", message="Dialect sqlite\\+pysqlite does \\*not\\* support Decimal")
+    parser = build_parser()
+    args = parser.parse_args(list(argv) or ["serve", "--first-run"])
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 1
