@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 from engine.compiler import Compiled, compile_definitions
 from engine.db import DEFAULT_URL, connect
+from engine.users import UserDirectory
 
 
 @dataclass
@@ -33,6 +34,11 @@ class Instance:
         engine = connect(db_url)
         return cls(compiled, engine, definitions, Path(files_dir) if files_dir else Path("data/files"))
 
+    def __post_init__(self) -> None:
+        system = self.compiled.schema.system
+        self.users = UserDirectory(system["kiln_users"], system["kiln_user_roles"])
+        self._records: dict[str, object] = {}
+
     @property
     def schema(self):  # noqa: ANN201 - engine.tables.Schema
         return self.compiled.schema
@@ -40,7 +46,9 @@ class Instance:
     def records(self, app: str):  # noqa: ANN201 - engine.records.Records
         from engine.records import Records
 
-        return Records(self, self.compiled.app(app))
+        if app not in self._records:
+            self._records[app] = Records(self, self.compiled.app(app))
+        return self._records[app]
 
     def close(self) -> None:
         self.engine.dispose()

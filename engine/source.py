@@ -116,6 +116,22 @@ def _build(loader: _Loader, node: yaml.Node, file: str) -> Any:
     return loader.construct_object(node, deep=True)
 
 
+# PyYAML's messages name parser states; these say what the user most likely got wrong.
+_SYNTAX_HINTS = (
+    ("found '<block mapping start>'", "bad indentation: this key does not line up with the keys above it; "),
+    ("but found '?'", "bad indentation: a key where a list item ('- ') was expected, or the other way round; "),
+    ("mapping values are not allowed here", "unexpected ':' (quote a value that contains ': ', or fix the indentation); "),
+    ("'\\t'", "a tab character: indent with spaces; "),
+    ("flow sequence", "an unclosed '[': a ']' or a ',' is missing; "),
+    ("flow mapping", "an unclosed '{': a '}' or a ',' is missing; "),
+    ("quoted scalar", "an unclosed quote; "),
+)
+
+
+def _syntax_hint(problem: str) -> str:
+    return next((hint for needle, hint in _SYNTAX_HINTS if needle in problem), "")
+
+
 def parse_yaml(text: str, file: str) -> Any:
     """Parse one YAML document, keeping locations; syntax errors become DefinitionError."""
     loader = _Loader(text)
@@ -126,11 +142,14 @@ def parse_yaml(text: str, file: str) -> Any:
         return _build(loader, node, file)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
         if exc.context and exc.problem:
             problem = f"{exc.problem} ({exc.context})"
-        raise DefinitionError(Loc(file, line, col), f"YAML syntax error: {problem}") from None
+        hint = _syntax_hint(problem)
+        if "end of stream" in problem or "<stream end>" in problem:
+            mark = exc.context_mark or mark  # an unclosed bracket or quote: point at where it opened
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise DefinitionError(Loc(file, line, col), f"YAML syntax error: {hint}{problem}") from None
     except yaml.YAMLError as exc:
         raise DefinitionError(Loc(file, 1, 1), f"YAML error: {exc}") from None
     finally:

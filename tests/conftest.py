@@ -56,3 +56,50 @@ def write_definitions(tmp_path: Path):
         return root
 
     return write
+
+
+@pytest.fixture
+def open_instance(tmp_path: Path):
+    """Open an Instance on a definitions folder and a database URL, with its tables migrated;
+    closed after the test."""
+    from engine import migrations
+    from engine.instance import Instance
+
+    opened = []
+
+    def open_(definitions: Path, url: str):
+        instance = Instance.open(definitions, url, env={}, files_dir=tmp_path / "files")
+        migrations.apply(instance.engine, instance.compiled)
+        opened.append(instance)
+        return instance
+
+    yield open_
+    for instance in opened:
+        instance.close()
+
+
+def add_user(instance, username: str, app: str, roles: list[str] = (), teams: list[str] = (), admin: bool = False) -> int:
+    """A user row for tests that do not go through engine.accounts."""
+    import datetime as dt
+
+    from sqlalchemy import insert, select
+
+    system = instance.schema.system
+    with instance.engine.begin() as conn:
+        user_id = conn.execute(
+            insert(system["kiln_users"]).values(
+                username=username, display_name=username, is_admin=admin, is_active=True, created_at=dt.datetime.now(dt.UTC)
+            ).returning(system["kiln_users"].c.id)
+        ).scalar_one()
+        for role in roles:
+            conn.execute(insert(system["kiln_user_roles"]).values(user_id=user_id, app=app, role=role))
+        for team in teams:
+            team_id = conn.execute(
+                select(system["kiln_teams"].c.id).where(system["kiln_teams"].c.app == app, system["kiln_teams"].c.name == team)
+            ).scalar()
+            if team_id is None:
+                team_id = conn.execute(
+                    insert(system["kiln_teams"]).values(app=app, name=team, label=team).returning(system["kiln_teams"].c.id)
+                ).scalar_one()
+            conn.execute(insert(system["kiln_team_members"]).values(team_id=team_id, user_id=user_id))
+    return user_id

@@ -1,14 +1,103 @@
-"""`run.py serve` (not yet built)."""
+"""`run.py serve [--host H] [--port P] [--workers N] [--first-run]`, and `python run.py` alone.
+
+``python run.py`` with no arguments is ``serve --first-run``: on a fresh instance (no app folder
+in the definitions folder) it installs the service-ticket pack with its demo data, creates the
+tables and an ``admin`` user whose generated password is printed once (stored only as a hash),
+then serves. Later runs say that the admin exists and how to reset its password.
+
+The server refuses to start while the definitions have database changes that are not applied
+(it prints the plan and ``python run.py migrate``), and on definition errors (FILE:LINE:COL,
+exit 1). Only the first run migrates by itself: later schema changes are the operator's call.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from apps.cli.market import migrate_and_load_demo, print_demo
+from apps.cli.users import fail, print_problems
+from engine import accounts, migrations, packs
+from engine.errors import DefinitionError
+from engine.instance import Instance
+from engine.loader import app_folders
+
+FIRST_PACK = "service_ticket"
+ADMIN = "admin"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="web processes (default: %(default)s)")
+    parser.add_argument("--queue", default=None, help="job queue URL (default: SQLite; jobs are not built yet)")
+    parser.add_argument(
+        "--first-run", action="store_true",
+        help="on a fresh instance install the service-ticket pack with demo data and an admin user (what `python run.py` does)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    print("not yet available")
-    return 2
+    definitions = Path(args.definitions)
+    fresh = args.first_run and not app_folders(definitions)
+    if fresh and not first_install(args):
+        return 1
+    try:
+        instance = Instance.open(definitions, args.db)
+    except DefinitionError as exc:
+        print_problems(exc, args.definitions)
+        return 1
+    try:
+        pending = migrations.pending(instance.engine, instance.compiled)
+        if pending is not None:
+            print(pending.render(), file=sys.stderr)
+            return fail(migrations.START_HINT)
+        if not instance.compiled.apps:
+            print(f"no apps in {definitions}; install one: python run.py market install {FIRST_PACK} --demo", flush=True)
+        if args.first_run:
+            ensure_admin(instance)
+    except BaseException:
+        instance.close()
+        raise
+    url = f"http://{args.host}:{args.port}/"
+    print(f"Kiln is serving {url}  (stop with Ctrl+C)", flush=True)
+    if args.first_run:
+        print(f"log in at {url}login as {ADMIN}, or as a demo user", flush=True)
+    if args.workers > 1:
+        # Each worker process builds its own app from the environment (see apps.web.app_from_env).
+        instance.close()
+        os.environ["KILN_DB"], os.environ["KILN_DEFINITIONS"] = args.db, str(definitions)
+        uvicorn.run("apps.web:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers)
+        return 0
+    from apps.web import create_app
+
+    uvicorn.run(create_app(instance, close_on_shutdown=True), host=args.host, port=args.port)
+    return 0
+
+
+def first_install(args: argparse.Namespace) -> bool:
+    print(f"fresh instance: installing the {FIRST_PACK} pack with demo data into {args.definitions}", flush=True)
+    try:
+        done = packs.install(FIRST_PACK, Path(args.definitions))
+    except packs.PackError as exc:
+        fail(str(exc))
+        return False
+    result = migrate_and_load_demo(args.definitions, args.db, done)
+    if result is None:
+        return False
+    print_demo(result)
+    return True
+
+
+def ensure_admin(instance: Instance) -> None:
+    """Create the ``admin`` user when the instance has no administrator yet."""
+    if accounts.admin_exists(instance.engine):
+        print(f"an admin user exists; to reset its password: python run.py user add {ADMIN} --admin --password NEW", flush=True)
+        return
+    _, password = accounts.add_user(instance.engine, ADMIN, None, admin=True, display_name="Administrator")
+    print(f"created the instance administrator: user {ADMIN}, password {password}", flush=True)
+    print("  (shown once and stored only as a hash; reset it with: python run.py user add admin --admin --password NEW)", flush=True)

@@ -1,14 +1,121 @@
-"""`run.py users` (not yet built)."""
+"""`run.py user add NAME --app APP --roles R1,R2 [--team T] [--lead] [--manager NAME] [--password P] [--admin]`.
+
+Adds a user, or updates an existing one (roles, team, manager and admin are added; the password
+changes only when ``--password`` is given), so ``user add admin --admin --password NEW`` is how an
+admin password is reset. A new user without ``--password`` gets a generated one, printed once.
+
+The helpers at the bottom are shared by the other account and pack commands (tokens, market).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
+
+from sqlalchemy import Engine, inspect
+
+from engine import accounts
+from engine.compiler import Compiled, compile_definitions
+from engine.db import connect
+from engine.errors import DefinitionError, did_you_mean
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    sub = parser.add_subparsers(dest="action", required=True, metavar="add")
+    add = sub.add_parser("add", help="add a user or update one", description=__doc__.split("\n\n")[1])
+    common_options(add)
+    add.add_argument("name", help="the username (letters, digits, . _ @ -)")
+    add.add_argument("--app", help="the app the roles and team belong to (required unless --admin)")
+    add.add_argument("--roles", default="", help="comma-separated roles of the app, e.g. dispatcher,technician")
+    add.add_argument("--team", help="a team of the app to join")
+    add.add_argument("--lead", action="store_true", help="make the user the lead of --team")
+    add.add_argument("--manager", help="the username of the user's direct manager")
+    add.add_argument("--password", help="the password (default: a generated one, printed once)")
+    add.add_argument("--display-name", help="the name shown in pages (default: the username)")
+    add.add_argument("--admin", action="store_true", help="an instance administrator (users, packs, the studio)")
 
 
 def run(args: argparse.Namespace) -> int:
-    print("not yet available")
-    return 2
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    if not args.app and not args.admin:
+        return fail("give --app APP (the app the user works in), or --admin for an instance administrator")
+    definition = None
+    if args.app:
+        compiled = load_definitions(args.definitions)
+        if compiled is None:
+            return 1
+        if args.app not in compiled.apps:
+            hint = did_you_mean(args.app, compiled.apps) or f"; there are no apps in {args.definitions}"
+            return fail(f"unknown app '{args.app}'{hint}")
+        definition = compiled.app(args.app).app
+    engine = open_database(args.db)
+    if engine is None:
+        return 1
+    try:
+        existed = accounts.get_user(engine, args.name) is not None
+        _, password = accounts.add_user(
+            engine, args.name, args.app, roles, team=args.team, manager=args.manager, password=args.password,
+            admin=args.admin, display_name=args.display_name, lead=args.lead, definition=definition,
+        )  # fmt: skip
+    except accounts.AccountError as exc:
+        return fail(str(exc))
+    finally:
+        engine.dispose()
+    what = [f"{args.app}: {', '.join(roles) or 'no roles'}"] if args.app else []
+    if args.team:
+        what.append(f"team {args.team}" + (" (lead)" if args.lead else ""))
+    if args.admin:
+        what.append("instance admin")
+    print(f"{'updated' if existed else 'added'} user {args.name}" + (f" ({'; '.join(what)})" if what else ""))
+    if password and not args.password:
+        print(f"password: {password}")
+        print("(shown once: it is stored only as a hash)")
+    elif existed and not args.password:
+        print("password unchanged (give --password to reset it)")
+    return 0
+
+
+# -- shared by the account and pack commands ------------------------------------------------------
+
+
+def common_options(parser: argparse.ArgumentParser) -> None:
+    """--db and --definitions on a sub-command too (``run.py user add x --db URL``); SUPPRESS
+    keeps the value given before the sub-command when it is not repeated after it."""
+    parser.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
+    parser.add_argument("--definitions", default=argparse.SUPPRESS, help="definitions folder")
+
+
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def print_problems(exc: DefinitionError, definitions: str) -> None:
+    """Definition problems as FILE:LINE:COL: message, files named as under the folder given."""
+    for problem in exc.problems:
+        file = problem.loc.file
+        if not (file.startswith("<") or os.path.isabs(file) or os.path.normpath(file).startswith(os.path.normpath(definitions))):
+            file = os.path.normpath(os.path.join(definitions, file))
+        prefix = "" if problem.severity == "error" else f"{problem.severity}: "
+        print(f"{file}:{problem.loc.line}:{problem.loc.col}: {prefix}{problem.message}", file=sys.stderr)
+
+
+def load_definitions(definitions: str) -> Compiled | None:
+    """The compiled definitions, or None after printing their problems."""
+    try:
+        return compile_definitions(Path(definitions))
+    except DefinitionError as exc:
+        print_problems(exc, definitions)
+        return None
+
+
+def open_database(url: str) -> Engine | None:
+    """An engine on a database whose system tables exist, or None after saying how to create them."""
+    engine = connect(url)
+    if not inspect(engine).has_table("kiln_users"):
+        engine.dispose()
+        print("error: the database has no Kiln tables yet; create them with: python run.py migrate", file=sys.stderr)
+        return None
+    return engine

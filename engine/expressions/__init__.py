@@ -1,21 +1,29 @@
-"""The expression language (placeholder interface until the expressions work lands)."""
+"""The expression language (SPEC.md section 2, docs/expressions.md).
+
+One small, safe language with Python syntax, compiled twice: to a Python evaluator for one
+record and to a SQLAlchemy clause for many. Pipeline: :mod:`.parser` (Python's ``ast`` and a
+whitelist; never ``eval``) -> :mod:`.checker` and :mod:`.functions` (names, types, positions)
+-> :mod:`.evaluate` (Python) and :mod:`.sql` with :mod:`.dialect` (SQLite / PostgreSQL).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from . import dialect as _dialect  # noqa: F401  (registers the SQLite functions on connect)
+from .collect import CompiledExpressions, compile_app, compile_expression
+from .compiled import Compiled, EvalContext, EvalError, NotSqlCompilable, SqlContext
+from .durations import format_duration, parse_duration
+from .functions import SIGNATURES as FUNCTIONS
 
-from engine.errors import Problem
-from engine.model import App, Expr
-
-
-@dataclass
-class CompiledExpressions:
-    by_expr: dict[Expr, object] = field(default_factory=dict)
-    computed_types: dict[tuple[str, str], str] = field(default_factory=dict)
-
-    def __getitem__(self, expr: Expr) -> object:
-        return self.by_expr[expr]
-
-
-def compile_app(app: App) -> tuple[CompiledExpressions, list[Problem]]:
-    return CompiledExpressions(), []
+__all__ = [
+    "Compiled",
+    "CompiledExpressions",
+    "EvalContext",
+    "EvalError",
+    "FUNCTIONS",
+    "NotSqlCompilable",
+    "SqlContext",
+    "compile_app",
+    "compile_expression",
+    "format_duration",
+    "parse_duration",
+]

@@ -1,0 +1,1 @@
+"""The benchmark suite behind ``run.py bench``: one module per measured thing, listed in SUITE."""

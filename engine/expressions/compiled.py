@@ -1,0 +1,87 @@
+"""A compiled expression and the contexts it runs in: one record (Python) or many (SQL)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.sql.elements import ColumnElement
+
+from engine.actors import Actor
+from engine.errors import Loc
+from engine.model import App, Entity
+from engine.tables import Schema
+
+from .functions import CHANGE_FUNCTIONS
+from .nodes import Call, Count, Node, walk
+
+
+class NotSqlCompilable(Exception):
+    """The expression reads the change being made (changed/previous): it has no SQL form."""
+
+
+class EvalError(Exception):
+    """An expression could not be evaluated with the context given (e.g. no loader for a link)."""
+
+
+@dataclass
+class EvalContext:
+    record: Mapping[str, Any]
+    app: App
+    entity: Entity
+    now: dt.datetime  # aware UTC; now()/today()/hours_since read it: time is a parameter
+    user: Actor | None = None
+    previous: Mapping[str, Any] | None = None  # the record before the change
+    load: Callable[[str, Any], Mapping[str, Any] | None] | None = None  # (entity, id) -> record
+    count: Callable[[str, Compiled, float | None, Mapping[str, Any]], int] | None = None
+    this: Mapping[str, Any] | None = None  # the outer record, when evaluating count()'s inner condition
+
+
+@dataclass
+class SqlContext:
+    schema: Schema
+    app: App
+    entity: Entity
+    now: dt.datetime
+    user: Actor | None = None
+    table: Table | Any | None = None  # the FROM table (or alias) of the outer query
+    this_values: Mapping[str, Any] | None = None  # inside count(): ``this.x`` as bound literals
+
+
+class Compiled:
+    """One checked expression: ``evaluate`` for a record, ``clause`` for a query."""
+
+    def __init__(
+        self, root: Node, *, source: str, loc: Loc, app: App, entity: Entity, this_entity: Entity | None = None
+    ) -> None:
+        self.root = root
+        self.source = source
+        self.loc = loc
+        self.app = app
+        self.entity = entity
+        self.this_entity = this_entity
+        self.type = root.type
+        self.elem = root.elem
+        self.uses_changes = any(isinstance(n, Call) and n.name in CHANGE_FUNCTIONS for n in walk(root))
+        self.uses_count = any(isinstance(n, Count) for n in walk(root))
+
+    def evaluate(self, ctx: EvalContext) -> Any:
+        from .evaluate import Evaluator
+
+        evaluator = Evaluator(ctx)
+        if self.type == "boolean":
+            return evaluator.truth(self.root)
+        return evaluator.value(self.root)
+
+    def clause(self, ctx: SqlContext) -> ColumnElement:
+        if self.uses_changes:
+            raise NotSqlCompilable(f"{self.source!r} uses changed()/previous(), which only apply to a change being made")
+        from .sql import SqlCompiler
+
+        return SqlCompiler(ctx, self).compile()
+
+    def __repr__(self) -> str:
+        return f"Compiled({self.source!r}, type={self.type!r})"

@@ -1,0 +1,247 @@
+"""The one query layer: every read of records goes through :class:`Query`.
+
+It applies the actor's row scope (:mod:`engine.permissions`) to the filters, the search, the
+``where`` expression, the sort and the keyset cursor of a list, and to counts. Lists page by keyset
+(``(sort value, id)`` after the last row seen, never OFFSET) over indexes that end in ``id``, and
+counts stop at a cap, so a page over a million rows reads about one page of index entries.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, Connection, Select, and_, exists, false, func, or_, select
+
+from engine import permissions
+from engine.actors import Actor
+from engine.db import UTCDateTime
+from engine.errors import DefinitionError, Loc, RecordError
+from engine.expressions import SqlContext, compile_expression
+from engine.model import TEXT_TYPES, Entity, Expr
+from engine.tables import SYSTEM_COLUMNS, entered_column
+from engine.values import BadValue, parse, to_json
+
+if TYPE_CHECKING:
+    from engine.records import Records
+
+COUNT_CAP = 10_000
+MAX_LIMIT = 500
+
+
+class BadQuery(RecordError):
+    status = 400
+    code = "bad_query"
+
+
+@dataclass
+class ListSpec:
+    where: str | None = None
+    filters: dict[str, Any] = field(default_factory=dict)
+    search: str | None = None
+    sort: str = "-id"
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps([to_json(v) for v in values]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, UnicodeDecodeError):
+        raise BadQuery("the cursor is not valid; start again from the first page", {"cursor": "invalid"}) from None
+    if not isinstance(values, list) or len(values) != 2:
+        raise BadQuery("the cursor is not valid; start again from the first page", {"cursor": "invalid"})
+    return values
+
+
+class Query:
+    def __init__(self, records: Records) -> None:
+        self.records = records
+
+    # -- scope ---------------------------------------------------------------------------------
+
+    def _sql_context(self, entity: Entity, actor: Actor) -> SqlContext:
+        return SqlContext(self.records.schema, self.records.app, entity, dt.datetime.now(dt.UTC), actor)
+
+    def _team_users(self, actor: Actor) -> Any:
+        system = self.records.schema.system
+        teams, members = system["kiln_teams"], system["kiln_team_members"]
+        return (
+            select(members.c.user_id)
+            .join(teams, teams.c.id == members.c.team_id)
+            .where(teams.c.app == self.records.app.name, teams.c.name.in_(sorted(actor.teams)))
+        )
+
+    def _parts(self, entity: Entity, actor: Actor) -> tuple[Any, Any, Any]:
+        tables = self.records.tables(entity)
+
+        def expr_clause(expr: Expr) -> ColumnElement[bool]:
+            return self.records.expr(expr).clause(self._sql_context(entity, actor))
+
+        return tables, self._team_users(actor), expr_clause
+
+    def readable(self, entity: Entity, actor: Actor) -> ColumnElement[bool]:
+        tables, team_users, expr_clause = self._parts(entity, actor)
+        return permissions.read_clause(entity, tables.main, actor, team_users, expr_clause, tables.children)
+
+    def one(self, conn: Connection, entity: Entity, actor: Actor, record_id: Any) -> dict[str, Any] | None:
+        try:
+            record_id = int(record_id)
+        except (TypeError, ValueError):
+            return None
+        table = self.records.tables(entity).main
+        row = conn.execute(select(table).where(table.c.id == record_id, self.readable(entity, actor))).mappings().first()
+        if row is None:
+            return None
+        records = [dict(row)]
+        self.records.attach_children(conn, entity, records)
+        return records[0]
+
+    def may_update(self, conn: Connection, entity: Entity, actor: Actor, record_id: int) -> bool:
+        tables, team_users, expr_clause = self._parts(entity, actor)
+        clause = permissions.update_clause(entity, tables.main, actor, team_users, expr_clause, tables.children)
+        return conn.execute(select(tables.main.c.id).where(tables.main.c.id == record_id, clause)).first() is not None
+
+    # -- lists ---------------------------------------------------------------------------------
+
+    def filtered(self, entity: Entity, actor: Actor, spec: ListSpec, conn: Connection) -> Select:
+        """SELECT of the main table with scope, filters, search and ``where`` applied."""
+        table = self.records.tables(entity).main
+        query = select(table).where(self.readable(entity, actor))
+        hidden = permissions.hidden_fields(entity, actor)
+        for name, raw in spec.filters.items():
+            query = query.where(self._filter(conn, entity, name, raw, hidden))
+        if spec.search:
+            query = query.where(self._search(entity, spec.search, hidden))
+        if spec.where:
+            query = query.where(self._where(entity, actor, spec.where, hidden))
+        return query
+
+    def _filter(self, conn: Connection, entity: Entity, name: str, raw: Any, hidden: set[str]) -> ColumnElement[bool]:
+        tables = self.records.tables(entity)
+        table = tables.main
+        if name in ("state", "number", "id", "created_by"):
+            values = raw if isinstance(raw, list) else [raw]
+            if name == "created_by":
+                values = list(self.records.users.ids(conn, [str(v) for v in values]).values())
+            return table.c[name].in_(values)
+        f = entity.field(name)
+        if f is None or f.disabled or name in hidden:
+            raise BadQuery(f"cannot filter on '{name}'", {name: "unknown field"})
+        try:
+            values = [parse(f, v, self.records.timezone) for v in (raw if isinstance(raw, list) else [raw])]
+        except BadValue as exc:
+            raise BadQuery(f"bad filter value for {name}: {exc}", {name: str(exc)}) from None
+        flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
+        if f.type == "user":
+            ids = self.records.users.ids(conn, [v for v in flat if isinstance(v, str)])
+            flat = [ids.get(v, -1) if isinstance(v, str) else v for v in flat]
+        if f.is_multi:
+            child = tables.children[name]
+            return exists(select(child.c.record_id).where(child.c.record_id == table.c.id, child.c.value.in_(flat)))
+        if not flat:
+            return table.c[name].is_(None)
+        return table.c[name].in_(flat)
+
+    def _search(self, entity: Entity, text: str, hidden: set[str]) -> ColumnElement[bool]:
+        table = self.records.tables(entity).main
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        columns = [table.c[f.name] for f in entity.fields if f.type in TEXT_TYPES and not f.disabled and f.name not in hidden and not f.is_multi]
+        parts = [c.ilike(pattern, escape="\\") for c in columns]
+        if entity.number:
+            parts.append(table.c.number.ilike(pattern, escape="\\"))
+        return or_(false(), *parts)
+
+    def _where(self, entity: Entity, actor: Actor, source: str, hidden: set[str]) -> ColumnElement[bool]:
+        try:
+            compiled = compile_expression(source, Loc("where", 1, 1), self.records.app, entity)
+        except DefinitionError as exc:
+            raise BadQuery("the where expression is not valid: " + "; ".join(p.message for p in exc.problems), {"where": str(exc)}) from None
+        used = {name for name in hidden if name in source}
+        if used:  # a hidden field must not be probed through a condition
+            raise BadQuery(f"cannot filter on hidden fields: {', '.join(sorted(used))}", {"where": "hidden field"})
+        return compiled.clause(self._sql_context(entity, actor))
+
+    def _sort_column(self, entity: Entity, sort: str, hidden: set[str]) -> tuple[Any, bool]:
+        descending = sort.startswith("-")
+        name = sort.lstrip("-+") or "id"
+        table = self.records.tables(entity).main
+        allowed = set(SYSTEM_COLUMNS) | {entered_column(s) for s in entity.states}
+        f = entity.field(name)
+        if name not in allowed and (f is None or f.is_multi or f.disabled or name in hidden):
+            raise BadQuery(f"cannot sort by '{name}'", {"sort": "unknown or unsortable field"})
+        return table.c[name], descending
+
+    def page(self, conn: Connection, entity: Entity, actor: Actor, spec: ListSpec) -> Page:
+        limit = max(1, min(int(spec.limit or 50), MAX_LIMIT))
+        hidden = permissions.hidden_fields(entity, actor)
+        column, descending = self._sort_column(entity, spec.sort, hidden)
+        table = self.records.tables(entity).main
+        query = self.filtered(entity, actor, spec, conn)
+        if spec.cursor:
+            query = query.where(self._after(column, table.c.id, decode_cursor(spec.cursor), descending))
+        if column.name == "id":
+            order = [table.c.id.desc() if descending else table.c.id.asc()]
+        elif descending:
+            order = [column.desc().nulls_last(), table.c.id.desc()]
+        else:
+            order = [column.asc().nulls_last(), table.c.id.asc()]
+        rows = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        self.records.attach_children(conn, entity, rows)
+        next_cursor = encode_cursor([rows[-1][column.name], rows[-1]["id"]]) if more and rows else None
+        return Page(rows, next_cursor)
+
+    def _after(self, column: Any, id_column: Any, cursor: list[Any], descending: bool) -> ColumnElement[bool]:
+        """Rows after the cursor's (value, id) in the list's order (NULLs sort last)."""
+        raw_value, last_id = cursor
+        try:
+            last_id = int(last_id)
+        except (TypeError, ValueError):
+            raise BadQuery("the cursor is not valid", {"cursor": "invalid"}) from None
+        if column.name == "id":
+            return id_column < last_id if descending else id_column > last_id
+        if raw_value is None:
+            return and_(column.is_(None), id_column < last_id if descending else id_column > last_id)
+        value = _cursor_value(column, raw_value)
+        beyond = column < value if descending else column > value
+        tie = and_(column == value, id_column < last_id if descending else id_column > last_id)
+        return or_(beyond, tie, column.is_(None))
+
+    def count(self, conn: Connection, entity: Entity, actor: Actor, spec: ListSpec, cap: int = COUNT_CAP) -> tuple[int, bool]:
+        """How many rows match, counting at most ``cap`` (+1 to know there are more)."""
+        table = self.records.tables(entity).main
+        inner = self.filtered(entity, actor, spec, conn).with_only_columns(table.c.id).limit(cap + 1).subquery()
+        n = int(conn.execute(select(func.count()).select_from(inner)).scalar_one())
+        return min(n, cap), n > cap
+
+
+def _cursor_value(column: Any, raw: Any) -> Any:
+    """A cursor's JSON value back as the column's Python type (datetimes, dates, decimals)."""
+    try:
+        if isinstance(column.type, UTCDateTime):
+            return dt.datetime.fromisoformat(raw)
+        python_type = column.type.python_type
+        if python_type is dt.date:
+            return dt.date.fromisoformat(raw)
+        if python_type is Decimal:
+            return Decimal(raw)
+    except (ValueError, TypeError, ArithmeticError, NotImplementedError):
+        raise BadQuery("the cursor is not valid", {"cursor": "invalid"}) from None
+    return raw

@@ -1,0 +1,229 @@
+"""The checks and derivations a record goes through before it is written.
+
+Defaults, computed fields, references (users by name, linked records, files), ``required``,
+``required_if``, ``visible_if`` (a hidden field is not required), ``readonly_if``, ``pattern``,
+``min``/``max``, ``max_length``, ``unique`` and the entity's ``validations:``. Every failing field
+is reported at once, each with a message a user can act on. Expressions are evaluated with their
+compiled Python form, the same that the pages use to show and hide fields.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, func, select
+
+from engine.actors import Actor
+from engine.errors import ValidationFailed
+from engine.expressions import Compiled, EvalContext, SqlContext
+from engine.model import Entity, Expr, Field
+from engine.values import BadValue, is_empty, parse
+
+if TYPE_CHECKING:
+    from engine.records import Records
+
+
+COMPUTED_QUANTUM = Decimal("0.000001")  # the scale of computed number columns (engine.tables)
+
+
+@functools.lru_cache(maxsize=512)
+def _pattern(text: str) -> re.Pattern[str]:
+    return re.compile(text)
+
+
+class RecordChecker:
+    def __init__(self, records: Records) -> None:
+        self.records = records
+
+    # -- expressions ---------------------------------------------------------------------------
+
+    def context(
+        self, conn: Connection, entity: Entity, record: Mapping[str, Any], previous: Mapping[str, Any] | None,
+        actor: Actor, now: dt.datetime,
+    ) -> EvalContext:  # fmt: skip
+        records = self.records
+
+        def load(entity_name: str, record_id: Any) -> Mapping[str, Any] | None:
+            target = records.app.entity(entity_name)
+            return None if target is None or record_id is None else records.load(conn, target, record_id)
+
+        def count(entity_name: str, condition: Compiled, within: float | None, this: Mapping[str, Any]) -> int:
+            target = records.entity(entity_name)
+            table = records.tables(target).main
+            sql = SqlContext(records.schema, records.app, target, now, actor, table=table, this_values=this)
+            query = select(func.count()).select_from(table).where(condition.clause(sql))
+            if within is not None:
+                query = query.where(table.c.created_at >= now - dt.timedelta(seconds=within))
+            return int(conn.execute(query).scalar_one())
+
+        return EvalContext(
+            record=record, app=records.app, entity=entity, now=now, user=actor, previous=previous, load=load, count=count
+        )
+
+    def evaluate(self, expr: Expr, ctx: EvalContext) -> Any:
+        return self.records.expr(expr).evaluate(ctx)
+
+    # -- derivations ---------------------------------------------------------------------------
+
+    def apply_defaults(
+        self, conn: Connection, entity: Entity, record: dict[str, Any], given: Mapping[str, Any], actor: Actor, now: dt.datetime
+    ) -> None:
+        """Fill the fields the input left out with their ``default`` (a value or an expression)."""
+        ctx = None
+        for f in entity.fields:
+            if f.name in given or f.default is None or f.is_computed:
+                continue
+            if isinstance(f.default, Expr):
+                ctx = ctx or self.context(conn, entity, record, None, actor, now)
+                value = self.evaluate(f.default, ctx)
+            else:
+                value = f.default
+            try:
+                record[f.name] = parse(f, value, self.records.timezone) if not isinstance(value, dt.datetime | dt.date) else value
+            except BadValue as exc:  # the definition's default does not fit its own field
+                raise ValidationFailed(f"the default of {f.name} is not valid: {exc}", {f.name: str(exc)}) from None
+            if f.type == "user" and isinstance(record[f.name], str):
+                record[f.name] = self.records.users.ids(conn, [record[f.name]]).get(record[f.name])
+
+    def compute(self, conn: Connection, entity: Entity, record: dict[str, Any], actor: Actor, now: dt.datetime) -> None:
+        computed = [f for f in entity.fields if f.is_computed and f.expr is not None]
+        if not computed:
+            return
+        ctx = self.context(conn, entity, record, None, actor, now)
+        for f in computed:
+            value = self.evaluate(f.expr, ctx)  # type: ignore[arg-type]
+            if isinstance(value, Decimal):  # as the column stores it, so a re-read compares equal
+                value = value.quantize(COMPUTED_QUANTUM)
+            elif isinstance(value, float):
+                value = Decimal(repr(value)).quantize(COMPUTED_QUANTUM)
+            record[f.name] = value
+
+    # -- references ----------------------------------------------------------------------------
+
+    def resolve_references(self, conn: Connection, entity: Entity, parsed: dict[str, Any]) -> None:
+        """Usernames to ids, and linked records and files that must exist."""
+        errors: dict[str, str] = {}
+        users = self.records.users
+        names = {v for f in entity.fields if f.type == "user" and f.name in parsed for v in _values(parsed[f.name]) if isinstance(v, str)}
+        ids = users.ids(conn, names) if names else {}
+        for f in entity.fields:
+            if f.name not in parsed or is_empty(parsed[f.name]):
+                continue
+            values = _values(parsed[f.name])
+            if f.type == "user":
+                resolved = [ids.get(v) if isinstance(v, str) else v for v in values]
+                missing = [str(v) for v, r in zip(values, resolved, strict=True) if r is None]
+                if missing:
+                    errors[f.name] = "no such user: " + ", ".join(missing)
+                    continue
+                if f.role and not users.all_have_role(conn, resolved, self.records.app.name, f.role):
+                    errors[f.name] = f"the user must have the role {f.role}"
+                    continue
+                parsed[f.name] = resolved if f.is_multi else resolved[0]
+            elif f.type == "link":
+                target = self.records.tables(f.entity or "").main
+                found = set(conn.execute(select(target.c.id).where(target.c.id.in_(values))).scalars())
+                missing = [str(v) for v in values if v not in found]
+                if missing:
+                    errors[f.name] = f"no {f.entity} record with id " + ", ".join(missing)
+            elif f.type in ("file", "image"):
+                files = self.records.schema.system["kiln_files"]
+                rows = conn.execute(select(files.c.id, files.c.size, files.c.filename).where(files.c.id.in_(values))).all()
+                if len(rows) != len(set(values)):
+                    errors[f.name] = "no such file; upload it first with POST /api/v1/files"
+                elif f.max_size and any(r.size > f.max_size for r in rows):
+                    errors[f.name] = f"a file is larger than {f.max_size} bytes"
+                elif f.accept and any(not _accepts(f.accept, r.filename) for r in rows):
+                    errors[f.name] = "accepted file types: " + ", ".join(f.accept)
+        if errors:
+            raise ValidationFailed("some values are not valid", errors)
+
+    # -- validation ----------------------------------------------------------------------------
+
+    def check_readonly_if(
+        self, conn: Connection, entity: Entity, before: Mapping[str, Any], incoming: Mapping[str, Any], actor: Actor,
+        now: dt.datetime,
+    ) -> None:  # fmt: skip
+        guarded = [f for f in entity.fields if f.readonly_if is not None and f.name in incoming and incoming[f.name] != before.get(f.name)]
+        if not guarded:
+            return
+        ctx = self.context(conn, entity, before, None, actor, now)
+        errors = {f.name: "this field cannot be changed now" for f in guarded if self.evaluate(f.readonly_if, ctx)}  # type: ignore[arg-type]
+        if errors:
+            raise ValidationFailed("some fields cannot be changed now", errors)
+
+    def visible(self, entity: Entity, f: Field, ctx_factory: Any) -> bool:
+        """A field is visible when its own ``visible_if`` and its form section's hold."""
+        conditions = [f.visible_if] + [s.visible_if for s in entity.form if f.name in s.fields]
+        for condition in conditions:
+            if condition is not None and not self.evaluate(condition, ctx_factory()):
+                return False
+        return True
+
+    def validate(
+        self, conn: Connection, entity: Entity, record: Mapping[str, Any], before: Mapping[str, Any] | None,
+        actor: Actor, now: dt.datetime,
+    ) -> None:  # fmt: skip
+        errors: dict[str, str] = {}
+        ctx: EvalContext | None = None
+
+        def context() -> EvalContext:
+            nonlocal ctx
+            ctx = ctx or self.context(conn, entity, record, before, actor, now)
+            return ctx
+
+        for f in entity.fields:
+            if f.disabled or f.is_computed:
+                continue
+            value = record.get(f.name)
+            if is_empty(value):
+                needed = f.required or (f.required_if is not None and self.evaluate(f.required_if, context()))
+                if needed and self.visible(entity, f, context):
+                    errors[f.name] = "required"
+                continue
+            message = self.check_value(f, value)
+            if message:
+                errors[f.name] = message
+        for f in entity.fields:
+            if f.unique and f.name not in errors and not is_empty(record.get(f.name)):
+                if before is None or before.get(f.name) != record.get(f.name):
+                    table = self.records.tables(entity).main
+                    query = select(table.c.id).where(table.c[f.name] == record[f.name]).limit(1)
+                    if record.get("id") is not None:
+                        query = query.where(table.c.id != record["id"])
+                    if conn.execute(query).first() is not None:
+                        errors[f.name] = "already used by another record"
+        for v in entity.validations:
+            if self.evaluate(v.when, context()):
+                for name in v.fields or ("",):
+                    errors.setdefault(name, v.message)
+        if errors:
+            first = next(iter(errors.values()))
+            raise ValidationFailed(first if len(errors) == 1 else "some values are not valid", errors)
+
+    def check_value(self, f: Field, value: Any) -> str | None:
+        for item in _values(value):
+            if f.max_length is not None and isinstance(item, str) and len(item) > f.max_length:
+                return f"at most {f.max_length} characters"
+            if f.pattern and isinstance(item, str) and not _pattern(f.pattern).search(item):
+                return f"does not match the expected format ({f.pattern})"
+            if isinstance(item, int | float) and not isinstance(item, bool) or hasattr(item, "as_tuple"):
+                if f.min is not None and item < f.min:
+                    return f"at least {f.min}"
+                if f.max is not None and f.type != "rating" and item > f.max:
+                    return f"at most {f.max}"
+        return None
+
+
+def _values(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _accepts(accept: tuple[str, ...], filename: str) -> bool:
+    lower = filename.lower()
+    return any(lower.endswith(a.lower()) for a in accept if a.startswith(".")) or not any(a.startswith(".") for a in accept)

@@ -1,0 +1,350 @@
+"""Records: create, get, update and list, with every check of SPEC.md section 2.
+
+The pages, the API, the rules and the demo loader all change records through this service. A
+create or update runs in one transaction: the row, its child rows (multi-valued fields), its auto
+number and its audit entry commit together or not at all. Reads go through :mod:`engine.queries`,
+the one query layer that applies the actor's row scope.
+
+Records are handed out as JSON-shaped dicts (users as usernames, datetimes ISO 8601 with offset,
+decimals as strings); inside the engine a record is a dict of Python values with user ids
+(see :mod:`engine.values`), which is what expressions evaluate against.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from engine import audit, permissions, queries
+from engine.actors import Actor
+from engine.db import write
+from engine.errors import Forbidden, NotFound, StaleVersion, ValidationFailed, did_you_mean
+from engine.model import Entity, Expr
+from engine.numbering import NumberFormat, make_number
+from engine.recordcheck import RecordChecker
+from engine.tables import SYSTEM_COLUMNS, EntityTables, entered_column
+from engine.values import BadValue, parse, to_json, trim_decimal
+
+if TYPE_CHECKING:
+    from engine.compiler import CompiledApp
+    from engine.instance import Instance
+
+READONLY_SYSTEM = frozenset(SYSTEM_COLUMNS)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Records:
+    """The record services of one app."""
+
+    def __init__(self, instance: Instance, compiled: CompiledApp) -> None:
+        self.instance = instance
+        self.compiled = compiled
+        self.app = compiled.app
+        self.schema = instance.compiled.schema
+        self.timezone = ZoneInfo(self.app.timezone)
+        self.users = instance.users
+        self.query = queries.Query(self)
+        self.checker = RecordChecker(self)
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    def entity(self, name: str) -> Entity:
+        entity = self.app.entity(name)
+        if entity is None:
+            raise NotFound(f"no entity '{name}' in app {self.app.name}")
+        return entity
+
+    def tables(self, entity: Entity | str) -> EntityTables:
+        name = entity if isinstance(entity, str) else entity.name
+        return self.schema.entity(self.app.name, name)
+
+    def expr(self, expr: Expr) -> Any:
+        return self.compiled.expressions[expr]
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def load(self, conn: Connection, entity: Entity, record_id: int, lock: bool = False) -> dict[str, Any] | None:
+        """The stored record as Python values (user ids), or None; ``lock`` takes a row lock."""
+        tables = self.tables(entity)
+        query = select(tables.main).where(tables.main.c.id == record_id)
+        if lock and conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).mappings().first()
+        if row is None:
+            return None
+        records = [dict(row)]
+        self.attach_children(conn, entity, records)
+        return records[0]
+
+    def attach_children(self, conn: Connection, entity: Entity, records: list[dict[str, Any]]) -> None:
+        """Fill multi-valued fields of ``records`` with one query per child table (no N+1)."""
+        tables = self.tables(entity)
+        if not tables.children or not records:
+            return
+        by_id = {r["id"]: r for r in records}
+        for name, child in tables.children.items():
+            for r in records:
+                r[name] = []
+            rows = conn.execute(
+                select(child.c.record_id, child.c.value).where(child.c.record_id.in_(list(by_id))).order_by(child.c.record_id, child.c.position)
+            )
+            for record_id, value in rows:
+                by_id[record_id][name].append(value)
+
+    def get(self, entity_name: str, record_id: int, actor: Actor) -> dict[str, Any]:
+        entity = self.entity(entity_name)
+        with self.instance.engine.connect() as conn:
+            record = self.query.one(conn, entity, actor, record_id)
+            if record is None:
+                raise NotFound(f"{entity_name} {record_id} does not exist or is not visible to you")
+            return self.to_api(conn, entity, [record], actor)[0]
+
+    def list(
+        self, entity_name: str, actor: Actor, *, where: str | None = None, filters: Mapping[str, Any] | None = None,
+        search: str | None = None, sort: str = "-id", limit: int = 50, cursor: str | None = None,
+    ) -> queries.Page:  # fmt: skip
+        entity = self.entity(entity_name)
+        spec = queries.ListSpec(where=where, filters=dict(filters or {}), search=search, sort=sort, limit=limit, cursor=cursor)
+        with self.instance.engine.connect() as conn:
+            page = self.query.page(conn, entity, actor, spec)
+            page.items = self.to_api(conn, entity, page.items, actor)
+            return page
+
+    def count(self, entity_name: str, actor: Actor, *, where: str | None = None, filters: Mapping[str, Any] | None = None,
+              search: str | None = None, cap: int = queries.COUNT_CAP) -> tuple[int, bool]:  # fmt: skip
+        entity = self.entity(entity_name)
+        spec = queries.ListSpec(where=where, filters=dict(filters or {}), search=search)
+        with self.instance.engine.connect() as conn:
+            return self.query.count(conn, entity, actor, spec, cap)
+
+    def history(self, entity_name: str, record_id: int, actor: Actor) -> list[dict[str, Any]]:
+        entity = self.entity(entity_name)
+        with self.instance.engine.connect() as conn:
+            if self.query.one(conn, entity, actor, record_id) is None:
+                raise NotFound(f"{entity_name} {record_id} does not exist or is not visible to you")
+            entries = audit.history(conn, self.schema.system["kiln_audit"], self.app.name, entity.name, record_id)
+        hidden = permissions.hidden_fields(entity, actor)
+        for entry in entries:
+            entry["changes"] = {k: v for k, v in entry["changes"].items() if k not in hidden}
+        return entries
+
+    def to_api(self, conn: Connection, entity: Entity, records: list[dict[str, Any]], actor: Actor) -> list[dict[str, Any]]:
+        """Records as JSON for this actor: hidden and disabled fields left out, users by name."""
+        hidden = permissions.hidden_fields(entity, actor)
+        user_fields = [f.name for f in entity.fields if f.type == "user"] + ["created_by"]
+        ids = {v for r in records for name in user_fields for v in _as_list(r.get(name)) if v is not None}
+        names = self.users.usernames(conn, ids)
+        shown = [f for f in entity.fields if not f.disabled and f.name not in hidden]
+        out = []
+        for r in records:
+            item: dict[str, Any] = {"id": r["id"]}
+            if entity.number:
+                item["number"] = r.get("number")
+            if entity.workflow:
+                item["state"] = r.get("state")
+            item["created_at"] = to_json(r["created_at"])
+            item["created_by"] = names.get(r.get("created_by"))
+            item["updated_at"] = to_json(r["updated_at"])
+            item["version"] = r["version"]
+            for f in shown:
+                value = r.get(f.name)
+                if f.type == "user":
+                    value = [names.get(v) for v in value] if isinstance(value, list) else names.get(value)
+                elif f.is_computed:
+                    value = trim_decimal(value)
+                item[f.name] = to_json(value)
+            for state in entity.states:
+                item[entered_column(state)] = to_json(r.get(entered_column(state)))
+            out.append(item)
+        return out
+
+    # -- writing -------------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction; unique-constraint races surface as a validation error."""
+        try:
+            with write(self.instance.engine) as conn:
+                yield conn
+        except IntegrityError as exc:
+            raise ValidationFailed("a value must be unique but is already used", _unique_fields(exc)) from None
+
+    def create(self, entity_name: str, values: Mapping[str, Any], actor: Actor, now: dt.datetime | None = None) -> dict[str, Any]:
+        entity = self.entity(entity_name)
+        with self.transaction() as conn:
+            record = self.create_in(conn, entity, values, actor, now or utcnow())
+            return self.to_api(conn, entity, [record], actor)[0]
+
+    def create_in(self, conn: Connection, entity: Entity, values: Mapping[str, Any], actor: Actor, now: dt.datetime) -> dict[str, Any]:
+        """Create inside the caller's transaction (rules use this to create records of other
+        entities); returns the stored record as Python values."""
+        if not permissions.can_create(entity, actor):
+            raise Forbidden(f"you may not create {entity.name} records")
+        incoming = self.parse_input(conn, entity, values, actor, creating=True)
+        record: dict[str, Any] = {f.name: ([] if f.is_multi else None) for f in entity.fields}
+        record.update(incoming)
+        record.update(created_at=now, updated_at=now, created_by=actor.id, version=1, id=None, number=None, state=None)
+        if entity.workflow:
+            record["state"] = entity.workflow.initial
+            for state in entity.states:
+                record[entered_column(state)] = None
+            record[entered_column(entity.workflow.initial)] = now
+        self.checker.apply_defaults(conn, entity, record, incoming, actor, now)
+        self.checker.compute(conn, entity, record, actor, now)
+        self.checker.validate(conn, entity, record, None, actor, now)
+        tables = self.tables(entity)
+        if entity.number:
+            record["number"] = make_number(
+                conn, self.schema.system["kiln_sequences"], self.app.name, entity.name, NumberFormat(entity.number),
+                record, now, self.app.timezone,
+            )  # fmt: skip
+        row = {c.name: record.get(c.name) for c in tables.main.columns if c.name != "id" and c.name in record}
+        record["id"] = conn.execute(insert(tables.main).values(row).returning(tables.main.c.id)).scalar_one()
+        self._write_children(conn, tables, record, entity.fields, replace=False)
+        changes = audit.diff({}, self._audit_view(conn, entity, record), self._audited_fields(entity))
+        audit.record_change(
+            conn, self.schema.system["kiln_audit"], app=self.app.name, entity=entity.name, record_id=record["id"],
+            action="create", actor=actor, at=now, changes=changes,
+        )  # fmt: skip
+        return record
+
+    def update(
+        self, entity_name: str, record_id: int, changes: Mapping[str, Any], version: int | None, actor: Actor,
+        now: dt.datetime | None = None, comment: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        entity = self.entity(entity_name)
+        with self.transaction() as conn:
+            record = self.update_in(conn, entity, record_id, changes, version, actor, now or utcnow(), comment)
+            return self.to_api(conn, entity, [record], actor)[0]
+
+    def update_in(
+        self, conn: Connection, entity: Entity, record_id: int, changes: Mapping[str, Any], version: int | None,
+        actor: Actor, now: dt.datetime, comment: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Update inside the caller's transaction. ``version`` is the version the client saw;
+        None is allowed only for the system (rules act on the current version)."""
+        if version is None and not actor.is_system:
+            raise ValidationFailed("the record's version is required (If-Match)", {"version": "required"})
+        if self.query.one(conn, entity, actor, record_id) is None:
+            raise NotFound(f"{entity.name} {record_id} does not exist or is not visible to you")
+        before = self.load(conn, entity, record_id, lock=True)
+        if before is None:
+            raise NotFound(f"{entity.name} {record_id} does not exist")
+        if version is not None and before["version"] != version:
+            raise StaleVersion(
+                f"{entity.name} {record_id} was changed by someone else (version {before['version']}, you sent {version}); reload and try again"
+            )
+        if not self.query.may_update(conn, entity, actor, record_id):
+            raise Forbidden(f"you may not change {entity.name} {record_id} in state {before.get('state')}")
+        incoming = self.parse_input(conn, entity, changes, actor, creating=False)
+        self.checker.check_readonly_if(conn, entity, before, incoming, actor, now)
+        record = dict(before)
+        record.update(incoming)
+        self.checker.compute(conn, entity, record, actor, now)
+        changed = [f for f in entity.fields if record.get(f.name) != before.get(f.name)]
+        if not changed:
+            return record
+        self.checker.validate(conn, entity, record, before, actor, now)
+        record["version"] = before["version"] + 1
+        record["updated_at"] = now
+        tables = self.tables(entity)
+        values = {f.name: record[f.name] for f in changed if not f.is_multi}
+        result = conn.execute(
+            update(tables.main)
+            .where(tables.main.c.id == record_id, tables.main.c.version == before["version"])
+            .values(**values, version=record["version"], updated_at=now)
+        )
+        if result.rowcount != 1:  # a concurrent writer got there first (SQLite has no row lock)
+            raise StaleVersion(f"{entity.name} {record_id} was changed by someone else; reload and try again")
+        self._write_children(conn, tables, record, [f for f in changed if f.is_multi], replace=True)
+        names = [f.name for f in changed]
+        audit.record_change(
+            conn, self.schema.system["kiln_audit"], app=self.app.name, entity=entity.name, record_id=record_id,
+            action="update", actor=actor, at=now,
+            changes=audit.diff(self._audit_view(conn, entity, before), self._audit_view(conn, entity, record), names),
+            comment=comment,
+        )  # fmt: skip
+        return record
+
+    def parse_input(self, conn: Connection, entity: Entity, values: Mapping[str, Any], actor: Actor, creating: bool) -> dict[str, Any]:
+        """Input values as Python values; every bad field is reported at once."""
+        if not isinstance(values, Mapping):
+            raise ValidationFailed("the body must be an object of field values")
+        errors: dict[str, str] = {}
+        parsed: dict[str, Any] = {}
+        readonly = permissions.readonly_fields(entity, actor)
+        for name, raw in values.items():
+            field = entity.field(name)
+            if name in READONLY_SYSTEM or (name.startswith("entered_") and name.endswith("_at")):
+                errors[name] = "set by the system; it cannot be changed" if name != "state" else "changes only through a transition"
+            elif field is None:
+                errors[name] = f"unknown field{_suggest(name, entity)}"
+            elif field.disabled:
+                errors[name] = "this field is disabled"
+            elif field.is_computed:
+                errors[name] = "computed from other fields; it cannot be set"
+            elif name in readonly:
+                errors[name] = "your role may not change this field"
+            else:
+                try:
+                    parsed[name] = parse(field, raw, self.timezone)
+                except BadValue as exc:
+                    errors[name] = str(exc)
+        if errors:
+            raise ValidationFailed("some values are not valid", errors)
+        self.checker.resolve_references(conn, entity, parsed)
+        return parsed
+
+    def _write_children(self, conn: Connection, tables: EntityTables, record: Mapping[str, Any], fields: Any, replace: bool) -> None:
+        for f in fields:
+            if not f.is_multi:
+                continue
+            child = tables.children[f.name]
+            if replace:
+                conn.execute(delete(child).where(child.c.record_id == record["id"]))
+            values = record.get(f.name) or []
+            if values:
+                conn.execute(insert(child), [{"record_id": record["id"], "position": i, "value": v} for i, v in enumerate(values)])
+
+    def _audited_fields(self, entity: Entity) -> list[str]:
+        return ["number", "state", *[f.name for f in entity.fields]]
+
+    def _audit_view(self, conn: Connection, entity: Entity, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The record as the audit trail shows it: users by name."""
+        view = dict(record)
+        user_fields = [f for f in entity.fields if f.type == "user"]
+        ids = {v for f in user_fields for v in _as_list(record.get(f.name)) if v is not None}
+        names = self.users.usernames(conn, ids)
+        for f in user_fields:
+            value = record.get(f.name)
+            view[f.name] = [names.get(v) for v in value] if isinstance(value, list) else names.get(value)
+        for f in entity.fields:
+            if f.is_computed:
+                view[f.name] = trim_decimal(view.get(f.name))
+        return view
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _suggest(name: str, entity: Entity) -> str:
+    return did_you_mean(name, [f.name for f in entity.active_fields])
+
+
+def _unique_fields(exc: IntegrityError) -> dict[str, str]:
+    """The field a unique-constraint error names: SQLite says ``table.column``, PostgreSQL
+    ``Key (column)=(value)``."""
+    text = str(exc.orig)
+    names = re.findall(r"UNIQUE constraint failed: [\w.]+?\.(\w+)", text) or re.findall(r"Key \((\w+)\)=", text)
+    return {name: "already used by another record" for name in names} or {"": "already used by another record"}
