@@ -70,19 +70,19 @@ def fill(instance: Instance, count: int) -> None:
             conn.exec_driver_sql("ANALYZE")
 
 
-def measure(instance: Instance, label: str) -> list[Result]:
+def measure(instance: Instance, label: str, runs: int = 200) -> list[Result]:
     records = instance.records("bench")
     dispatcher = Actor(1, "dispatcher", frozenset({"dispatcher"}))
     filters = {"state": "pending", "category": "network"}
-    first = median_ms(lambda: records.list("ticket", dispatcher, filters=filters, limit=50), runs=200)
+    first = median_ms(lambda: records.list("ticket", dispatcher, filters=filters, limit=50), runs=runs)
     cursor = None
     for _ in range(20):
         cursor = records.list("ticket", dispatcher, filters=filters, limit=50, cursor=cursor).next_cursor
-    deep = median_ms(lambda: records.list("ticket", dispatcher, filters=filters, limit=50, cursor=cursor), runs=200)
+    deep = median_ms(lambda: records.list("ticket", dispatcher, filters=filters, limit=50, cursor=cursor), runs=runs)
     by_date = median_ms(
-        lambda: records.list("ticket", dispatcher, filters={"category": "system"}, sort="-created_at", limit=50), runs=200
+        lambda: records.list("ticket", dispatcher, filters={"category": "system"}, sort="-created_at", limit=50), runs=runs
     )
-    count = median_ms(lambda: records.count("ticket", dispatcher, filters=filters), runs=20)
+    count = median_ms(lambda: records.count("ticket", dispatcher, filters=filters), runs=max(3, runs // 10))
     return [
         Result(f"list: filtered page of 50, first page, {label}", first, "ms (median)", "< 20 ms"),
         Result(f"list: filtered page of 50, 21st page (keyset), {label}", deep, "ms (median)", "< 20 ms"),
@@ -94,7 +94,7 @@ def measure(instance: Instance, label: str) -> list[Result]:
 def run(options: dict) -> list[Result]:
     count = int(options.get("rows", 1_000_000))
     results: list[Result] = []
-    cache = Path("data/bench")
+    cache = Path(options.get("cache", "data/bench"))
     with tempfile.TemporaryDirectory() as tmp:
         definitions = write_app(Path(tmp) / "definitions", TICKET_APP)
         cache.mkdir(parents=True, exist_ok=True)
@@ -103,7 +103,7 @@ def run(options: dict) -> list[Result]:
         try:
             migrations.apply(instance.engine, instance.compiled)
             fill(instance, count)
-            results += measure(instance, f"{count:,} records, sqlite")
+            results += measure(instance, f"{count:,} records, sqlite", options.get("runs", 200))
         finally:
             instance.close()
         if options.get("list_pg", True):
@@ -113,7 +113,7 @@ def run(options: dict) -> list[Result]:
                     try:
                         migrations.apply(instance.engine, instance.compiled)
                         fill(instance, count)
-                        results += measure(instance, f"{count:,} records, postgresql")
+                        results += measure(instance, f"{count:,} records, postgresql", options.get("runs", 200))
                     finally:
                         instance.close()
     return results

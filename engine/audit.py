@@ -36,11 +36,12 @@ def record_change(
     at: dt.datetime, changes: Mapping[str, Any], comment: str | None = None,
 ) -> None:  # fmt: skip
     conn.execute(
-        insert(audit).values(
-            app=app, entity=entity, record_id=record_id, action=action, actor_id=actor.id,
-            actor=actor.username, at=at, changes=dict(changes), rule=actor.rule, comment=comment,
-        )  # fmt: skip
-    )
+        insert(audit),
+        {
+            "app": app, "entity": entity, "record_id": record_id, "action": action, "actor_id": actor.id,
+            "actor": actor.username, "at": at, "changes": dict(changes), "rule": actor.rule, "comment": comment,
+        },
+    )  # fmt: skip
 
 
 def history(conn: Connection, audit: Table, app: str, entity: str, record_id: int) -> list[dict[str, Any]]:

@@ -12,13 +12,14 @@ number back.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Table, and_, update
+from sqlalchemy import Connection, Table, and_, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 _PART = re.compile(r"\{([a-z_][a-z0-9_]*)(?::([^}]*))?\}")
@@ -53,18 +54,30 @@ class NumberFormat:
         return any(m.group(1) == "seq" for m in _PART.finditer(self.pattern))
 
 
+@functools.lru_cache(maxsize=8)
+def _statements(sequences: Table) -> tuple[Any, Any, Any]:
+    """The bump and the two inserts, built once: statements with bound parameters are compiled
+    once and reused from SQLAlchemy's cache, which matters at a thousand creates a second."""
+    key = and_(
+        sequences.c.app == bindparam("k_app"), sequences.c.entity == bindparam("k_entity"),
+        sequences.c.prefix == bindparam("k_prefix"),
+    )  # fmt: skip
+    bump = update(sequences).where(key).values(value=sequences.c.value + 1).returning(sequences.c.value)
+    first = {"app": bindparam("k_app"), "entity": bindparam("k_entity"), "prefix": bindparam("k_prefix"), "value": 0}
+    pg_insert = postgresql.insert(sequences).values(first).on_conflict_do_nothing()
+    sqlite_insert = sqlite.insert(sequences).values(first).on_conflict_do_nothing()
+    return bump, pg_insert, sqlite_insert
+
+
 def next_value(conn: Connection, sequences: Table, app: str, entity: str, prefix: str) -> int:
     """Bump and return the counter of ``prefix`` (first value 1), in the caller's transaction."""
-    key = and_(sequences.c.app == app, sequences.c.entity == entity, sequences.c.prefix == prefix)
-    bump = update(sequences).where(key).values(value=sequences.c.value + 1).returning(sequences.c.value)
-    value = conn.execute(bump).scalar()
+    bump, pg_insert, sqlite_insert = _statements(sequences)
+    params = {"k_app": app, "k_entity": entity, "k_prefix": prefix}
+    value = conn.execute(bump, params).scalar()
     if value is not None:
         return int(value)
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(
-        dialect.insert(sequences).values(app=app, entity=entity, prefix=prefix, value=0).on_conflict_do_nothing()
-    )
-    return int(conn.execute(bump).scalar_one())
+    conn.execute(pg_insert if conn.dialect.name == "postgresql" else sqlite_insert, params)
+    return int(conn.execute(bump, params).scalar_one())
 
 
 def make_number(

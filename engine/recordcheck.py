@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Select, Table, bindparam, func, select
 
 from engine.actors import Actor
 from engine.errors import ValidationFailed
@@ -127,7 +127,7 @@ class RecordChecker:
                 parsed[f.name] = resolved if f.is_multi else resolved[0]
             elif f.type == "link":
                 target = self.records.tables(f.entity or "").main
-                found = set(conn.execute(select(target.c.id).where(target.c.id.in_(values))).scalars())
+                found = set(conn.execute(_ids_in(target), {"ids": values}).scalars())
                 missing = [str(v) for v in values if v not in found]
                 if missing:
                     errors[f.name] = f"no {f.entity} record with id " + ", ".join(missing)
@@ -218,6 +218,11 @@ class RecordChecker:
                 if f.max is not None and f.type != "rating" and item > f.max:
                     return f"at most {f.max}"
         return None
+
+
+@functools.lru_cache(maxsize=256)
+def _ids_in(table: Table) -> Select:
+    return select(table.c.id).where(table.c.id.in_(bindparam("ids", expanding=True)))
 
 
 def _values(value: Any) -> list[Any]:

@@ -208,8 +208,8 @@ class Records:
                 conn, self.schema.system["kiln_sequences"], self.app.name, entity.name, NumberFormat(entity.number),
                 record, now, self.app.timezone,
             )  # fmt: skip
-        row = {c.name: record.get(c.name) for c in tables.main.columns if c.name != "id" and c.name in record}
-        record["id"] = conn.execute(insert(tables.main).values(row).returning(tables.main.c.id)).scalar_one()
+        row = {c.name: record.get(c.name) for c in tables.main.columns if c.name != "id"}
+        record["id"] = conn.execute(insert(tables.main).returning(tables.main.c.id), row).scalar_one()
         self._write_children(conn, tables, record, entity.fields, replace=False)
         changes = audit.diff({}, self._audit_view(conn, entity, record), self._audited_fields(entity))
         audit.record_change(

@@ -50,6 +50,19 @@ _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_str)
 
 
+# libyaml's parser (C), where the wheel has it, with the same YAML 1.2 types: the pure-Python
+# scanner is most of a compile's time. Its error messages are terser, so a document that fails
+# is parsed again by the Python loader to report the problem.
+if hasattr(yaml, "CSafeLoader"):
+
+    class _FastLoader(yaml.CSafeLoader):  # type: ignore[misc,name-defined]
+        yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+        yaml_constructors = _Loader.yaml_constructors
+
+else:  # pragma: no cover - PyYAML built without libyaml
+    _FastLoader = _Loader  # type: ignore[misc,assignment]
+
+
 class Map(dict):
     """A mapping read from YAML: ``loc`` of itself, ``key_locs`` and ``value_locs`` per key."""
 
@@ -134,6 +147,15 @@ def _syntax_hint(problem: str) -> str:
 
 def parse_yaml(text: str, file: str) -> Any:
     """Parse one YAML document, keeping locations; syntax errors become DefinitionError."""
+    if _FastLoader is not _Loader:
+        fast = _FastLoader(text)
+        try:
+            node = fast.get_single_node()
+            return Map(loc=Loc(file, 1, 1)) if node is None else _build(fast, node, file)
+        except yaml.YAMLError:
+            pass  # parsed again below for the precise message
+        finally:
+            fast.dispose()
     loader = _Loader(text)
     try:
         node = loader.get_single_node()

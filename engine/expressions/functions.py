@@ -89,9 +89,9 @@ class FunctionChecks:
             raise ExprError(arg.col, f"{fn}() needs {wanted} here, not {describe(arg.type, arg.elem)}")
         return arg
 
-    def _call(self: Checker, col: int, name: str, type_: str, args: list[Node], **options: object) -> Call:
-        const = name in CONSTANT_FUNCTIONS or (name not in CHANGE_FUNCTIONS and bool(args) and all(a.const for a in args))
-        return Call(col=col, type=type_, name=name, args=args, options=dict(options), const=const)
+    def _call(self: Checker, col: int, fn: str, type_: str, args: list[Node], **options: object) -> Call:
+        const = fn in CONSTANT_FUNCTIONS or (fn not in CHANGE_FUNCTIONS and bool(args) and all(a.const for a in args))
+        return Call(col=col, type=type_, name=fn, args=args, options=dict(options), const=const)
 
     # -- the functions -------------------------------------------------------------------------
 

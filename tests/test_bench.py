@@ -1,0 +1,22 @@
+"""The benchmark suite runs (on tiny sizes): its fixture apps compile and its figures come out."""
+
+from __future__ import annotations
+
+from benchmarks import compile as compile_bench
+from benchmarks import creates, listpage
+
+
+def test_twenty_entity_app_compiles(tmp_path):
+    from benchmarks.common import write_app
+    from engine.compiler import compile_definitions
+
+    compiled = compile_definitions(write_app(tmp_path, compile_bench.twenty_entities(), "big"), env={})
+    assert len(compiled.apps["big"].app.entities) == 20
+
+
+def test_creates_and_list_benchmarks_run(tmp_path):
+    results = creates.run({"creates": 20, "pg": "none"})
+    assert results[0].value > 0 and results[0].unit == "creates/s"
+    results = listpage.run({"rows": 3000, "cache": tmp_path, "list_pg": False, "runs": 3})
+    assert [r.unit for r in results] == ["ms (median)"] * 4
+    assert all(r.value > 0 for r in results)
