@@ -54,7 +54,7 @@ def compile_app_folder(folder: Path, env: Mapping[str, str] | None = None, base:
     if any(p.severity == "error" for p in schema_problems):
         return None, problems.problems
     app = build_app(source.document, source.hash)
-    problems.extend(references.check(app))
+    problems.extend(references.check(app, source.document))
     compiled_exprs, expr_problems = expressions.compile_app(app)
     problems.extend(expr_problems)
     if problems.errors:

@@ -107,6 +107,21 @@ class _Checker:
             self.error(self.at((*base, "renamed_from"), e.loc), f"entity '{e.renamed_from}' still exists; renamed_from names an old name")
         self.placeholders(e, base, "title", e.title, ())
         self.placeholders(e, base, "number", e.number, ("created", "seq"))
+        self.fields(e, base)
+        for i, section in enumerate(e.form):
+            self.field_names(e, (*base, "form", i, "fields"), section.fields, section.loc)
+        for i, validation in enumerate(e.validations):
+            self.field_names(e, (*base, "validations", i, "fields"), validation.fields, validation.loc)
+        if e.assigned_fields != ("assignee",):  # the default may be absent: then 'assigned' matches nothing
+            for i, name in enumerate(e.assigned_fields):
+                self.user_field(e, name, self.item((*base, "assigned_fields"), i, e.loc), "assigned_fields")
+        if e.workflow:
+            self.workflow(e, e.workflow, (*base, "workflow"))
+        self.permissions(e, base)
+        self.rules_and_sla(e, base)
+
+    def fields(self, e: Entity, base: Path) -> None:
+        entity_names = tuple(x.name for x in self.app.entities)
         entered = {f"entered_{s}_at" for s in e.states}
         for f in e.fields:
             fpath = (*base, "fields", f.name)
@@ -118,16 +133,9 @@ class _Checker:
                 self.error(self.at((*fpath, "renamed_from"), f.loc), f"field '{f.renamed_from}' still exists; renamed_from names an old name")
             if f.name in entered:
                 self.error(self.at_key(fpath, f.loc), f"field name '{f.name}' is taken by the engine's timestamp of state '{f.name[8:-3]}'")
-        for i, section in enumerate(e.form):
-            self.field_names(e, (*base, "form", i, "fields"), section.fields, section.loc)
-        for i, validation in enumerate(e.validations):
-            self.field_names(e, (*base, "validations", i, "fields"), validation.fields, validation.loc)
+
+    def permissions(self, e: Entity, base: Path) -> None:
         assigned = [name for name in e.assigned_fields if e.field(name) is not None]
-        if e.assigned_fields != ("assignee",):
-            for i, name in enumerate(e.assigned_fields):
-                self.user_field(e, name, self.item((*base, "assigned_fields"), i, e.loc), "assigned_fields")
-        if e.workflow:
-            self.workflow(e, e.workflow, (*base, "workflow"))
         for p in e.permissions:
             ppath = (*base, "permissions", p.role)
             if p.role not in self.app.role_names:
@@ -142,6 +150,8 @@ class _Checker:
                         self.at((*ppath, key), p.loc),
                         f"'{scope}' scope needs a user field named in assigned_fields (default: assignee); {e.name} has none",
                     )
+
+    def rules_and_sla(self, e: Entity, base: Path) -> None:
         for i, rule in enumerate(e.rules):
             rpath = (*base, "rules", i)
             self.event(e, rule.on, self.at((*rpath, "on"), rule.loc), SLA_EVENTS + ("updated", "schedule"))

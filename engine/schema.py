@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import keyword
 import re
+import threading
 import zoneinfo
 from collections.abc import Iterable, Mapping
 from functools import cache
@@ -323,9 +324,15 @@ def _field_types() -> frozenset[str]:
     return frozenset(APP["schema"]["entities"]["valuesrules"]["schema"]["fields"]["valuesrules"]["schema"]["type"]["allowed"])
 
 
-@cache
+_local = threading.local()
+
+
 def _validator() -> DefinitionValidator:
-    return DefinitionValidator(APP["schema"], allow_unknown=False)
+    # One per thread: building it checks the whole schema (slow), and a Cerberus validator keeps
+    # per-run state, so threads (the studio validates as you type) must not share one.
+    if not hasattr(_local, "validator"):
+        _local.validator = DefinitionValidator(APP["schema"], allow_unknown=False)
+    return _local.validator
 
 
 def validate(document: Map) -> list[Problem]:

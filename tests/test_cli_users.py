@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import select
 
 from engine import accounts
-from engine.db import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFINITION = """
@@ -114,4 +113,3 @@ def test_commands_on_an_unmigrated_database_say_how_to_migrate(tmp_path: Path, w
         done = subprocess.run([sys.executable, "run.py", *args, "--db", url, "--definitions", str(folder)],
                               cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
         assert done.returncode == 1 and "python run.py migrate" in done.stderr
-    connect(url).dispose()

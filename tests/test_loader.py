@@ -107,7 +107,7 @@ def test_duplicate_key_in_one_file() -> None:
         ("a:\n  - x\n  y: 1\n", "f.yaml:3:3", "bad indentation"),
         ("a: b: c\n", "f.yaml:1:5", "unexpected ':'"),
         ("x: 1\na: [1, 2\n", "f.yaml:2:4", "unclosed '['"),
-        ("a:\tb\n", "f.yaml:1:3", "tab"),
+        ("a:\n\tb: 1\n", "f.yaml:2:1", "tab"),
     ],
 )
 def test_syntax_errors_are_located(text: str, where: str, words: str) -> None:
