@@ -162,6 +162,7 @@ def add_user(
     *,
     lead: bool = False,
     definition: App | None = None,
+    password_hash: str | None = None,
     now: dt.datetime | None = None,
 ) -> tuple[int, str | None]:
     """Add a user, or update an existing one; returns (user id, password).
@@ -170,7 +171,8 @@ def add_user(
     user keeps their password unless one is given, and gains (never loses) the roles, team, manager
     and admin flag named; the returned password is then None when unchanged. With ``definition``
     (the app's model) the roles and the team are checked against it; ``lead`` makes the user the
-    team's lead.
+    team's lead. ``password_hash`` (from :func:`hash_password`) stands in for ``password`` where
+    many users share one known password (demo data), so it is hashed once, not once per user.
     """
     roles = [r for r in roles if r]
     if not USERNAME_RE.match(username):
@@ -192,10 +194,12 @@ def add_user(
             manager_id = found.id
         existing = find_user(conn, username)
         if existing is None:
-            password = password or generate_password()
+            if not password_hash:
+                password = password or generate_password()
+                password_hash = hash_password(password)
             user_id = conn.execute(
                 insert(users).values(
-                    username=username, display_name=display_name or username, password_hash=hash_password(password),
+                    username=username, display_name=display_name or username, password_hash=password_hash,
                     is_admin=admin, is_active=True, manager_id=manager_id, created_at=now,
                 ).returning(users.c.id)
             ).scalar_one()  # fmt: skip
@@ -204,8 +208,8 @@ def add_user(
             if manager_id == user_id:
                 raise AccountError(f"{username} cannot be their own manager")
             changes: dict[str, object] = {}
-            if password:
-                changes["password_hash"] = hash_password(password)
+            if password or password_hash:
+                changes["password_hash"] = hash_password(password) if password else password_hash
             if admin:
                 changes["is_admin"] = True
             if display_name:

@@ -56,10 +56,11 @@ def load_demo(instance: Instance, app: str, demo_file: Path, now: dt.datetime | 
     if any(records.count(e.name, SYSTEM, cap=1)[0] for e in definition.entities):
         raise DemoError(f"app {app} already has records; demo data loads only into an empty app")
     result = DemoResult(password=password or data.get("password") or accounts.generate_password())
+    shared_hash = accounts.hash_password(result.password)
     for entry in data.get("users") or []:
         accounts.add_user(
             instance.engine, entry["username"], app, entry.get("roles", []), team=entry.get("team"),
-            manager=entry.get("manager"), password=result.password, display_name=entry.get("display_name"),
+            manager=entry.get("manager"), password_hash=shared_hash, display_name=entry.get("display_name"),
             lead=bool(entry.get("lead")), definition=definition, now=now,
         )  # fmt: skip
         result.users.append((entry["username"], tuple(entry.get("roles", []))))

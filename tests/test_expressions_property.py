@@ -35,6 +35,7 @@ entities:
       name: {type: text}
       rank: {type: integer}
       tags: {type: tags}
+      lead: {type: link, entity: group}
   item:
     fields:
       title: {type: text}
@@ -97,13 +98,14 @@ record_values = st.fixed_dictionaries({
 })  # fmt: skip
 group_values = st.fixed_dictionaries({
     "name": maybe(st.sampled_from(["g", "h", ""])), "rank": maybe(st.integers(0, 3)), "tags": tag_lists,
+    "lead": maybe(st.sampled_from([1, 2, 3])),
 })  # fmt: skip
 
 # -- expressions -------------------------------------------------------------------------------
 
 NUMBER_ATOMS = [
     "qty", "price", "group.rank", "id", "0", "1", "2", "-1", "2.5", "len(title)", "len(tags)",
-    "len(group.tags)", "(qty / 2)", "count(item, kind == this.kind)",
+    "len(group.tags)", "(qty / 2)", "group.lead.rank", "count(item, kind == this.kind)",
     'count(item, group == this.group and flag, within="1d")',
 ]  # fmt: skip
 numbers = st.recursive(
@@ -136,6 +138,8 @@ BOOLEAN_ATOMS = [
     'state == "new"', 'state in ["done"]', "1 < qty < 4", "qty in [1, 2]", "qty not in [0]", "id > 10",
     "count(item, kind == this.kind) >= 2", 'count(item, group == this.group and flag, within="1d") > 1',
     'count(item, "x" in tags and this.qty != null and qty > this.qty) == 0',
+    'group.lead.rank > 1', 'group.lead.name == "g"', '"x" in group.lead.tags', "is_empty(group.lead.tags)",
+    'count(item, "x" in this.tags) >= 2', "count(item, group.lead == this.group) > 0", "group.lead.lead == group",
 ]  # fmt: skip
 atoms = st.one_of(
     st.sampled_from(BOOLEAN_ATOMS),

@@ -247,3 +247,16 @@ def test_demo_refuses_an_app_that_has_records(installed):
     instance, _ = installed
     with pytest.raises(DemoError, match="already has records"):
         load_demo(instance, APP, PACK / "demo.yaml")
+
+
+def test_s16_overlay_disables_remarks_and_keeps_the_pack_files(definitions: Path, db_url: str, open_instance):
+    packs.install(APP, definitions)
+    (definitions / APP / "custom.yaml").write_text("entities:\n  ticket:\n    fields:\n      remarks: {disabled: true}\n", encoding="utf-8")
+    instance = open_instance(definitions, db_url)
+    records = instance.records(APP)
+    building = records.create("building", {"code": "A1", "name": "1号楼"}, SYSTEM)
+    values = {"summary": "楼道灯不亮", "category": "plumbing", "area": "public", "urgency": "within_2h",
+              "owner_cooperation": "no", "reporter_phone": "13800000000", "building": building["id"]}  # fmt: skip
+    ticket = records.create("ticket", values, SYSTEM)
+    assert "remarks" not in ticket and ticket["number"].startswith("GD")
+    assert filecmp.cmp(PACK / "entities" / "ticket.yaml", definitions / APP / "entities" / "ticket.yaml", shallow=False)

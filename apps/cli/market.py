@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from apps.cli.users import common_options, fail, print_problems
+from apps.cli.users import fail, print_problems, subcommand_options
 from engine import migrations, packs
 from engine.demo import DemoError, DemoResult, load_demo
 from engine.errors import DefinitionError
@@ -21,15 +21,15 @@ from engine.instance import Instance
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="{list,install}")
     listing = sub.add_parser("list", help="the packs of the marketplace folder")
-    common_options(listing)
+    subcommand_options(listing)
     install = sub.add_parser("install", help="install a pack as an app")
-    common_options(install)
+    subcommand_options(install)
     install.add_argument("pack", help="the pack's name (see market list)")
     install.add_argument("--as", dest="as_app", metavar="APP", help="install under another app name (a second copy)")
     install.add_argument("--demo", action="store_true", help="also create the tables and load the pack's demo data")
     for name in ("upgrade", "uninstall"):
         later = sub.add_parser(name, help="(not yet available)")
-        common_options(later)
+        subcommand_options(later)
         later.add_argument("app")
 
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from apps.cli.users import common_options, fail, open_database
+from apps.cli.users import fail, open_database, subcommand_options
 from engine import accounts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="create")
     create = sub.add_parser("create", help="create an API token for a user", description=__doc__.split("\n\n")[0])
-    common_options(create)
+    subcommand_options(create)
     create.add_argument("name", help="the username the token acts as")
     create.add_argument("--label", default="", help="what the token is for, e.g. erp-sync")
 

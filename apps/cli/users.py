@@ -25,7 +25,7 @@ from engine.errors import DefinitionError, did_you_mean
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="add")
     add = sub.add_parser("add", help="add a user or update one", description=__doc__.split("\n\n")[1])
-    common_options(add)
+    subcommand_options(add)
     add.add_argument("name", help="the username (letters, digits, . _ @ -)")
     add.add_argument("--app", help="the app the roles and team belong to (required unless --admin)")
     add.add_argument("--roles", default="", help="comma-separated roles of the app, e.g. dispatcher,technician")
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 # -- shared by the account and pack commands ------------------------------------------------------
 
 
-def common_options(parser: argparse.ArgumentParser) -> None:
+def subcommand_options(parser: argparse.ArgumentParser) -> None:
     """--db and --definitions on a sub-command too (``run.py user add x --db URL``); SUPPRESS
     keeps the value given before the sub-command when it is not repeated after it."""
     parser.add_argument("--db", default=argparse.SUPPRESS, help="database URL")

@@ -53,6 +53,7 @@ from .nodes import (
     Neg,
     Node,
     Not,
+    walk,
 )
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -152,8 +153,22 @@ class SqlCompiler:
             lv, rv = self.epoch(left), self.epoch(right)
         else:
             lv, rv = self.value(left), self.value(right)
-        guards = [v.is_not(None) for v, n in ((lv, left), (rv, right)) if not n.const]
-        return and_(*guards, COMPARE[node.op](lv, rv))
+        return self.two_valued(COMPARE[node.op](lv, rv), [(lv, left), (rv, right)])
+
+    def two_valued(self, test: ColumnElement, operands: list[tuple[ColumnElement, Node]]) -> ColumnElement:
+        """``test``, false instead of unknown when an operand is null.
+
+        Columns get ``IS NOT NULL`` guards (an index still serves ``col = x``); subqueries get
+        ``COALESCE(test, false)`` so they are not evaluated twice.
+        """
+        nullable = [(value, node) for value, node in operands if not node.const]
+        if all(self.cheap(node) for _, node in nullable):
+            return and_(*(value.is_not(None) for value, _ in nullable), test)
+        return func.coalesce(test, false())
+
+    @staticmethod
+    def cheap(node: Node) -> bool:
+        return not any(isinstance(n, Count) or (isinstance(n, FieldRef) and len(n.hops) > 1) for n in walk(node))
 
     def native(self, node: Node) -> bool:
         """Whether a date/datetime operand compares as the column type (indexes stay usable)."""
@@ -169,12 +184,14 @@ class SqlCompiler:
         left = self.value(node.left)
         if node.mode == "text":
             right = self.value(node.right)
-            guards = [left.is_not(None), right.is_not(None)]
             test = Contains(right, left)
-        else:
-            guards = [] if node.left.const else [left.is_not(None)]
-            test = self.member(left, node.right)
-        return and_(*guards, not_(test) if node.negate else test)
+            return self.two_valued(not_(test) if node.negate else test, [(left, node.left), (right, node.right)])
+        test = self.member(left, node.right)
+        test = not_(test) if node.negate else test
+        if self.cheap(node.right) and not (isinstance(node.right, FieldRef) and node.right.multi):
+            return self.two_valued(test, [(left, node.left)])
+        # EXISTS is never null, so ``not in`` needs the explicit guard on the left value.
+        return test if node.left.const else and_(left.is_not(None), test)
 
     def member(self, left: ColumnElement, right: Node) -> ColumnElement:
         """``left`` is among the values of ``right`` (left known not null)."""
@@ -182,7 +199,7 @@ class SqlCompiler:
             values = self.literal_multi(right)
             if values is None:
                 child, owner = self.child(right)
-                return select(child.c.record_id).where(child.c.record_id == owner, child.c.value == left).exists()
+                return select(child.c.record_id).where(child.c.record_id == owner, child.c.value == left).correlate_except(child).exists()
             return self.in_values(left, values, right.elem or "any")
         if isinstance(right, ListLit) and not right.const:
             tests = []
@@ -222,7 +239,7 @@ class SqlCompiler:
             return first
         target = self.follow(first, node)
         table = self.main(hops[-1].entity).alias()
-        return select(table.c[node.last.name]).where(table.c.id == target).scalar_subquery()
+        return select(table.c[node.last.name]).where(table.c.id == target).correlate_except(table).scalar_subquery()
 
     def first(self, root: str, name: str, type_: str) -> ColumnElement:
         if root == "record":
@@ -298,7 +315,7 @@ class SqlCompiler:
         query = select(func.count()).select_from(table).where(inner.cond(node.inner.root))
         if node.within is not None:
             query = query.where(table.c.created_at >= bind(self.ctx.now - node.within, "datetime"))
-        return query.scalar_subquery()
+        return query.correlate_except(table).scalar_subquery()
 
     def v_Call(self, node: Call) -> ColumnElement:
         return getattr(self, f"fn_{node.name}")(node)
@@ -312,7 +329,7 @@ class SqlCompiler:
             if values is not None:
                 return true() if not values else false()
             child, owner = self.child(arg)
-            return not_(select(child.c.record_id).where(child.c.record_id == owner).exists())
+            return not_(select(child.c.record_id).where(child.c.record_id == owner).correlate_except(child).exists())
         value = self.value(arg)
         if arg.type == "text":
             return or_(value.is_(None), value == "")
@@ -325,7 +342,7 @@ class SqlCompiler:
             if values is not None:
                 return literal(len(values), BigInteger())
             child, owner = self.child(arg)
-            return select(func.count()).select_from(child).where(child.c.record_id == owner).scalar_subquery()
+            return select(func.count()).select_from(child).where(child.c.record_id == owner).correlate_except(child).scalar_subquery()
         return func.length(self.value(arg))
 
     def fn_date(self, node: Call) -> ColumnElement:
@@ -358,4 +375,4 @@ class SqlCompiler:
             text = func.substr(TimeText(value), 1, width)
         start, end = literal(node.options["start"], String()), literal(node.options["end"], String())
         inside = and_(text >= start, text <= end) if node.options["start"] <= node.options["end"] else or_(text >= start, text <= end)
-        return and_(value.is_not(None), inside)
+        return self.two_valued(inside, [(value, arg)])
