@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from apps.cli.users import fail, print_problems, subcommand_options
+from apps.cli.common import fail, print_problems, subcommand_options
 from engine import migrations, packs
 from engine.demo import DemoError, DemoResult, load_demo
 from engine.errors import DefinitionError

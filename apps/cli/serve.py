@@ -19,8 +19,8 @@ from pathlib import Path
 
 import uvicorn
 
+from apps.cli.common import fail, print_problems
 from apps.cli.market import migrate_and_load_demo, print_demo
-from apps.cli.users import fail, print_problems
 from engine import accounts, migrations, packs
 from engine.errors import DefinitionError
 from engine.instance import Instance

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from apps.cli.users import fail, open_database, subcommand_options
+from apps.cli.common import fail, open_database, subcommand_options
 from engine import accounts
 
 

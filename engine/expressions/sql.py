@@ -255,7 +255,7 @@ class SqlCompiler:
         current = start
         for hop in node.hops[1:-1]:
             table = self.main(hop.entity).alias()
-            current = select(table.c[hop.field.name]).where(table.c.id == current).scalar_subquery()
+            current = select(table.c[hop.field.name]).where(table.c.id == current).correlate_except(table).scalar_subquery()
         return current
 
     def literal_multi(self, node: FieldRef) -> list[Any] | None:
