@@ -185,7 +185,12 @@ def system_tables(metadata: MetaData) -> dict[str, Table]:
         Column("summary", JSON, nullable=False),
         Index("ix_kiln_migrations_app", "app", "id"),
     )  # fmt: skip
-    return {t.name: t for t in (users, teams, members, roles, tokens, audit, files, sequences, migrations)}
+    settings = Table(
+        "kiln_settings", metadata,
+        Column("key", String(100), primary_key=True),
+        Column("value", Text, nullable=False),
+    )  # fmt: skip
+    return {t.name: t for t in (users, teams, members, roles, tokens, audit, files, sequences, migrations, settings)}
 
 
 @dataclass

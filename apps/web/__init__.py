@@ -4,9 +4,10 @@
 factory uvicorn imports in each worker process when ``--workers`` is more than one (it opens the
 instance from ``KILN_DEFINITIONS`` and ``KILN_DB``, which ``serve`` sets).
 
-Routes so far: ``/`` (the apps and their entities, with capped record counts) and system pages
-under ``/-/`` (``/-/health``), so they never collide with app names. Login, the workspace, lists,
-forms and the API come next and join the table here.
+The routing table is composed here from each part's ``routes()``: accounts (``/login``,
+``/logout``), the admin pages and health under ``/-/`` (so they never collide with app names),
+the JSON API under ``/api/v1``, vendored static files under ``/static``, and the generated pages
+(``/``, ``/a/<app>/...``). Sessions and CSRF come from :mod:`apps.web.security`.
 """
 
 from __future__ import annotations
@@ -17,25 +18,36 @@ from pathlib import Path
 
 import jinja2
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from apps.web import views
+from apps import api
+from apps.web import admin, auth, pages, security, views
+from engine import settings
 from engine.instance import Instance
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATES = ROOT / "templates"
+STATIC = ROOT / "static"
 
 
 def templates() -> Jinja2Templates:
     # autoescape everywhere: every value on a page comes from users or definitions.
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined)
+    env.globals["csrf_token"] = security.csrf_token
+    env.globals["current_user"] = security.current_user
     return Jinja2Templates(env=env)
 
 
-def routes() -> list[Route]:
+def routes() -> list[BaseRoute]:
     return [
-        Route("/", views.home, name="home"),
         Route("/-/health", views.health, name="health"),
+        *auth.routes(),
+        *admin.routes(),
+        Mount("/api/v1", routes=api.routes(), name="api"),
+        Mount("/static", app=StaticFiles(directory=STATIC, check_dir=False), name="static"),
+        *pages.routes(),
     ]
 
 
@@ -46,7 +58,9 @@ def create_app(instance: Instance, close_on_shutdown: bool = False) -> Starlette
         if close_on_shutdown:
             instance.close()
 
-    app = Starlette(routes=routes(), lifespan=lifespan)
+    secret = settings.session_secret(instance.engine)
+    https_only = os.environ.get("KILN_HTTPS_ONLY", "") == "1"
+    app = Starlette(routes=routes(), middleware=security.middleware(secret, https_only), lifespan=lifespan)
     app.state.instance = instance
     app.state.templates = templates()
     return app

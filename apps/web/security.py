@@ -1,0 +1,169 @@
+"""Who is asking, and may they post: sessions, the current user, API tokens and CSRF.
+
+- Sessions: Starlette's SessionMiddleware, a cookie signed with itsdangerous, HttpOnly and
+  ``SameSite=Lax``; it holds the user id (``uid``) and the CSRF token (``csrf``).
+- The user of a request: the session's user, or the user of an ``Authorization: Bearer`` API
+  token; loaded once per request (``current_user``).
+- CSRF: every unsafe request made with the session cookie must carry the session's token, as the
+  ``X-CSRF-Token`` header (HTMX sends it from ``hx-headers`` on ``<body>``) or as the
+  ``csrf_token`` field of a urlencoded form. Requests authenticated by a bearer token carry no
+  cookie authority, so they need no CSRF token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qs
+
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from engine import accounts
+from engine.actors import Actor
+from engine.instance import Instance
+
+SESSION_COOKIE = "kiln_session"
+SESSION_MAX_AGE = 14 * 24 * 3600
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+MAX_FORM_BYTES = 1024 * 1024  # a urlencoded form larger than this is not a form a page sends
+
+
+def middleware(secret_key: str, https_only: bool = False) -> list[Middleware]:
+    return [
+        Middleware(
+            SessionMiddleware, secret_key=secret_key, session_cookie=SESSION_COOKIE, max_age=SESSION_MAX_AGE,
+            same_site="lax", https_only=https_only,
+        ),  # fmt: skip
+        Middleware(CSRFMiddleware),
+    ]
+
+
+def csrf_token(request: HTTPConnection) -> str:
+    """The session's CSRF token, made on first use (templates put it in forms and hx-headers)."""
+    token = request.session.get("csrf")
+    if not token:
+        token = secrets.token_urlsafe(32)
+        request.session["csrf"] = token
+    return token
+
+
+def bearer_token(request: HTTPConnection) -> str | None:
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def current_user(request: HTTPConnection) -> accounts.User | None:
+    """The active user of this request (session or bearer token), or None; cached per request."""
+    if "user" in request.scope.get("state", {}):
+        return request.state.user
+    instance: Instance = request.app.state.instance
+    user = None
+    token = bearer_token(request)
+    if token:
+        user = accounts.user_for_token(instance.engine, token)
+    elif "session" in request.scope and request.session.get("uid") is not None:
+        user = accounts.get_user(instance.engine, int(request.session["uid"]))
+    if user is not None and not user.is_active:
+        user = None
+    request.state.user = user
+    return user
+
+
+def actor(request: HTTPConnection, app: str) -> Actor | None:
+    """The current user as an Actor of ``app`` (its roles and teams there), or None."""
+    user = current_user(request)
+    if user is None:
+        return None
+    instance: Instance = request.app.state.instance
+    return accounts.actor_for(instance.engine, user.id, app)
+
+
+def log_in(request: Request, user: accounts.User) -> None:
+    """Start a new session for ``user``: a fresh session and CSRF token (no session fixation)."""
+    request.session.clear()
+    request.session["uid"] = user.id
+    request.session["csrf"] = secrets.token_urlsafe(32)
+    request.state.user = user
+
+
+def log_out(request: Request) -> None:
+    request.session.clear()
+    request.state.user = None
+
+
+class CSRFMiddleware:
+    """Refuses unsafe cookie-authenticated requests without the session's CSRF token (403)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if headers.get("authorization", "").lower().startswith("bearer "):
+            await self.app(scope, receive, send)
+            return
+        expected = (scope.get("session") or {}).get("csrf")
+        sent = headers.get(CSRF_HEADER)
+        replay: list[Message] = []
+        if sent is None and headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            body, replay = await _read_body(receive, MAX_FORM_BYTES)
+            if body is None:
+                await _refuse(scope, receive, send, 413, "form too large")
+                return
+            sent = (parse_qs(body.decode("latin-1")).get(CSRF_FIELD) or [None])[0]
+        if not expected or not sent or not hmac.compare_digest(str(expected), str(sent)):
+            await _refuse(scope, receive, send, 403, "missing or wrong CSRF token; reload the page and try again")
+            return
+        await self.app(scope, _replaying(replay, receive) if replay else receive, send)
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, list[Message]]:
+    chunks: list[bytes] = []
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None, messages
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks), messages
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Callable[[], Awaitable[Message]]:
+    """A receive that hands out the messages already read, then the rest."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+    path = scope.get("path", "")
+    if path.startswith("/api/"):
+        response = JSONResponse({"error": {"code": "csrf" if status == 403 else "too_large", "message": message, "fields": {}}}, status)
+    else:
+        response = PlainTextResponse(message, status)
+    await response(scope, receive, send)
