@@ -25,6 +25,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, Engine, MetaData, Table, insert, select, update
 
 from engine.actors import Actor
+from engine.audit import record_change
 from engine.db import read, write
 from engine.errors import did_you_mean
 from engine.model import App
@@ -164,6 +165,10 @@ def add_user(
     definition: App | None = None,
     password_hash: str | None = None,
     now: dt.datetime | None = None,
+    email: str | None = None,
+    phone: str | None = None,
+    locale: str | None = None,
+    by: Actor | None = None,
 ) -> tuple[int, str | None]:
     """Add a user, or update an existing one; returns (user id, password).
 
@@ -173,6 +178,8 @@ def add_user(
     (the app's model) the roles and the team are checked against it; ``lead`` makes the user the
     team's lead. ``password_hash`` (from :func:`hash_password`) stands in for ``password`` where
     many users share one known password (demo data), so it is hashed once, not once per user.
+    With ``by`` (the administrator acting) the change is written to the audit trail in the same
+    transaction; the command line and demo data pass none.
     """
     roles = [r for r in roles if r]
     if not USERNAME_RE.match(username):
@@ -200,9 +207,14 @@ def add_user(
             user_id = conn.execute(
                 insert(users).values(
                     username=username, display_name=display_name or username, password_hash=password_hash,
-                    is_admin=admin, is_active=True, manager_id=manager_id, created_at=now,
+                    is_admin=admin, is_active=True, manager_id=manager_id, created_at=now, email=email or None,
+                    phone=phone or None, locale=locale or None,
                 ).returning(users.c.id)
             ).scalar_one()  # fmt: skip
+            if by is not None:
+                created = {"username": username, "display_name": display_name or username, "is_admin": admin,
+                           "email": email or None, "phone": phone or None, "locale": locale or None, "manager": manager}
+                _audit(conn, by, "user", user_id, "create", {k: [None, v] for k, v in created.items() if v}, now)
         else:
             user_id = existing.id
             if manager_id == user_id:
@@ -218,6 +230,9 @@ def add_user(
                 changes["manager_id"] = manager_id
             if changes:
                 conn.execute(update(users).where(users.c.id == user_id).values(**changes))
+                if by is not None:
+                    shown = {k: ([None, "(reset)"] if k == "password_hash" else [None, v]) for k, v in changes.items()}
+                    _audit(conn, by, "user", user_id, "update", shown, now)
         if app:
             _grant_roles(conn, user_id, app, roles)
             if team:

@@ -96,7 +96,8 @@ def value_type(f: Field, computed_type: str | None = None) -> TypeEngine:
 
 
 def system_tables(metadata: MetaData) -> dict[str, Table]:
-    """The instance-wide tables: users, teams, roles, tokens, audit, files, sequences, migrations."""
+    """The instance-wide tables: users, teams, roles, tokens, audit, files, sequences, migrations,
+    settings and failed logins."""
     users = Table(
         "kiln_users", metadata,
         Column("id", IdType, primary_key=True, autoincrement=True),
@@ -190,7 +191,20 @@ def system_tables(metadata: MetaData) -> dict[str, Table]:
         Column("key", String(100), primary_key=True),
         Column("value", Text, nullable=False),
     )  # fmt: skip
-    return {t.name: t for t in (users, teams, members, roles, tokens, audit, files, sequences, migrations, settings)}
+    # Failed logins, one row per failure and key ("user:<name>" or "ip:<address>"), kept in the
+    # database so a lock-out holds across web processes (engine/logins.py).
+    login_failures = Table(
+        "kiln_login_failures", metadata,
+        Column("id", IdType, primary_key=True, autoincrement=True),
+        Column("key", String(200), nullable=False),
+        Column("at", UTCDateTime, nullable=False),
+        Index("ix_kiln_login_failures_key", "key", "at"),
+        Index("ix_kiln_login_failures_at", "at"),
+    )  # fmt: skip
+    return {
+        t.name: t
+        for t in (users, teams, members, roles, tokens, audit, files, sequences, migrations, settings, login_failures)
+    }
 
 
 @dataclass

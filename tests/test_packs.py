@@ -150,7 +150,7 @@ def test_pack_compiles_with_the_scenario_fields_and_workflow(definitions: Path):
     workflow = ticket.workflow
     assert [workflow.state(s).label.get("zh") for s in workflow.state_names] == ["待受理", "已派单", "处理中", "待验收", "已关闭"]
     assert workflow.state_names == ("pending", "dispatched", "in_progress", "awaiting_check", "closed")
-    assert set(workflow.state("pending").visible_to) == {"customer_service", "dispatcher"}
+    assert set(workflow.state("pending").visible_to) == {"customer_service", "dispatcher", "owner"}
     path = [(t.sources, t.to) for t in (workflow.transition(n) for n in ("dispatch", "accept", "finish", "confirm"))]
     assert path == [(("pending",), "dispatched"), (("dispatched",), "in_progress"), (("in_progress",), "awaiting_check"), (("awaiting_check",), "closed")]
     assert set(app.role_names) == {"customer_service", "dispatcher", "technician", "owner"}
@@ -237,7 +237,9 @@ def test_demo_respects_the_state_visibility_of_s17(installed):
     assert visible("li_jing")["pending"] == 6  # customer service sees 待受理
     assert visible("wang_lei")["pending"] == 6
     owner = visible("zhang_xiuying")
-    assert owner["pending"] == 0 and sum(owner.values()) > 0  # an owner sees own tickets, not 待受理
+    # An owner follows their own tickets from the start (S20), 待受理 included; never others'.
+    assert sum(owner.values()) > 0
+    assert all(t["created_by"] == "zhang_xiuying" for t in records.list("ticket", accounts.actor_for(instance.engine, "zhang_xiuying", APP), limit=100).items)
     technician = accounts.actor_for(instance.engine, "zhou_tao", APP)
     mine = records.list("ticket", technician, limit=100).items
     assert mine and all(t["assignee"] == "zhou_tao" for t in mine)
