@@ -22,7 +22,7 @@ from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Connection, Engine, MetaData, Table, insert, select, update
+from sqlalchemy import Connection, Engine, MetaData, Table, delete, insert, select, update
 
 from engine.actors import Actor
 from engine.audit import record_change
@@ -317,8 +317,9 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(engine: Engine, username: str, name: str = "", now: dt.datetime | None = None) -> str:
-    """A new API token for the user; only its hash is stored, so it can be shown this once."""
+def create_token(engine: Engine, username: str, name: str = "", now: dt.datetime | None = None, by: Actor | None = None) -> str:
+    """A new API token for the user; only its hash is stored, so it can be shown this once. With
+    ``by`` (an administrator on the admin pages) the creation is audited."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with write(engine) as conn:
         user = find_user(conn, username)
@@ -331,6 +332,8 @@ def create_token(engine: Engine, username: str, name: str = "", now: dt.datetime
                 user_id=user.id, name=name, token_hash=token_hash(token), created_at=now or dt.datetime.now(dt.UTC)
             )
         )
+        if by is not None:
+            _audit(conn, by, "user", user.id, "create_token", {"token": [None, name or "(unnamed)"]}, now)
     return token
 
 
@@ -353,3 +356,198 @@ def user_for_token(engine: Engine, token: str, now: dt.datetime | None = None) -
         with write(engine) as conn:
             conn.execute(update(tokens).where(tokens.c.id == row._mapping["token_id"]).values(last_used_at=now))
     return _user(row)
+
+
+def revoke_token(engine: Engine, user_id: int, token_id: int, by: Actor, now: dt.datetime | None = None) -> None:
+    """Delete one of the user's tokens: a request carrying it is anonymous from then on."""
+    tokens = tables()["kiln_api_tokens"]
+    with write(engine) as conn:
+        name = conn.execute(select(tokens.c.name).where(tokens.c.id == token_id, tokens.c.user_id == user_id)).first()
+        if name is None:
+            raise AccountError("no such token; it may have been revoked already")
+        conn.execute(delete(tokens).where(tokens.c.id == token_id))
+        _audit(conn, by, "user", user_id, "revoke_token", {"token": [name[0] or f"#{token_id}", None]}, now)
+
+
+@dataclass(frozen=True)
+class Token:
+    id: int
+    name: str
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+
+
+def tokens_of(engine: Engine, user_id: int) -> list[Token]:
+    tokens = tables()["kiln_api_tokens"]
+    with read(engine) as conn:
+        rows = conn.execute(
+            select(tokens.c.id, tokens.c.name, tokens.c.created_at, tokens.c.last_used_at)
+            .where(tokens.c.user_id == user_id)
+            .order_by(tokens.c.id)
+        )
+        return [Token(*row) for row in rows]
+
+
+# -- changes made by an administrator (the admin pages) ----------------------------------------------
+#
+# Each takes ``by``, the administrator acting, and writes its audit entry (app "-", entity "user" or
+# "team") in the same transaction as the change, so a change and its entry commit together.
+
+EDITABLE = ("display_name", "email", "phone", "locale", "is_active", "is_admin")
+
+
+def _audit(conn: Connection, by: Actor, entity: str, record_id: int, action: str, changes: dict, now: dt.datetime | None) -> None:
+    record_change(
+        conn, tables()["kiln_audit"], app="-", entity=entity, record_id=record_id, action=action, actor=by,
+        at=now or dt.datetime.now(dt.UTC), changes=changes,
+    )  # fmt: skip
+
+
+def list_users(engine: Engine, after: str | None = None, limit: int = 50, search: str = "") -> list[User]:
+    """One page of users by username, after ``after`` (keyset: the unique username index, never
+    OFFSET); ``limit + 1`` rows are read so the caller knows whether there is a next page."""
+    users = _users()
+    query = select(users).order_by(users.c.username).limit(limit + 1)
+    if after:
+        query = query.where(users.c.username > after)
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(users.c.username.ilike(pattern, escape="\\") | users.c.display_name.ilike(pattern, escape="\\"))
+    with read(engine) as conn:
+        return [_user(row) for row in conn.execute(query)]
+
+
+def update_user(
+    engine: Engine, user_id: int, by: Actor, *, manager: str | None = None, password: str | None = None,
+    now: dt.datetime | None = None, **fields: object,
+) -> dict[str, list]:  # fmt: skip
+    """Change the fields of :data:`EDITABLE` given in ``fields``, the manager (a username; "" for
+    none) and the password; returns the audited changes ``{field: [before, after]}``."""
+    unknown = set(fields) - set(EDITABLE)
+    if unknown:
+        raise AccountError(f"cannot change {', '.join(sorted(unknown))}; editable: {', '.join(EDITABLE)}")
+    if fields.get("display_name") is not None and not str(fields["display_name"]).strip():
+        raise AccountError("the display name cannot be empty")
+    users = _users()
+    with write(engine) as conn:
+        user = find_user(conn, user_id)
+        if user is None:
+            raise AccountError(f"no user with id {user_id}")
+        if user_id == by.id and (fields.get("is_admin") is False or fields.get("is_active") is False):
+            # An administrator locking themselves out could leave an instance with none.
+            raise AccountError("you cannot remove your own admin rights or deactivate yourself; ask another administrator")
+        values: dict[str, object] = {k: (v or None) if k in ("email", "phone", "locale") else v for k, v in fields.items()}
+        if manager is not None:
+            found = find_user(conn, manager) if manager else None
+            if manager and found is None:
+                raise AccountError(f"no user named '{manager}' to be the manager")
+            if found is not None and found.id == user_id:
+                raise AccountError(f"{user.username} cannot be their own manager")
+            values["manager_id"] = found.id if found else None
+        changes = {k: [getattr(user, k), v] for k, v in values.items() if getattr(user, k) != v}
+        if password:
+            values["password_hash"] = hash_password(password)
+            changes["password"] = [None, "(reset)"]
+        if changes:
+            conn.execute(update(users).where(users.c.id == user_id).values(**values))
+            _audit(conn, by, "user", user_id, "update", changes, now)
+        return changes
+
+
+def set_locale(engine: Engine, user_id: int, locale: str) -> None:
+    """The user's own choice of language (the language switch); not an audited admin change."""
+    users = _users()
+    with write(engine) as conn:
+        conn.execute(update(users).where(users.c.id == user_id).values(locale=locale))
+
+
+def grant_role(engine: Engine, user_id: int, definition: App, role: str, by: Actor, now: dt.datetime | None = None) -> None:
+    check_membership(definition, [role], None)
+    with write(engine) as conn:
+        if role not in roles_of(conn, user_id, definition.name):
+            _grant_roles(conn, user_id, definition.name, [role])
+            _audit(conn, by, "user", user_id, "grant_role", {"role": [None, f"{definition.name}:{role}"]}, now)
+
+
+def revoke_role(engine: Engine, user_id: int, app: str, role: str, by: Actor, now: dt.datetime | None = None) -> None:
+    table = tables()["kiln_user_roles"]
+    with write(engine) as conn:
+        done = conn.execute(delete(table).where(table.c.user_id == user_id, table.c.app == app, table.c.role == role))
+        if done.rowcount:
+            _audit(conn, by, "user", user_id, "revoke_role", {"role": [f"{app}:{role}", None]}, now)
+
+
+@dataclass(frozen=True)
+class Team:
+    app: str
+    name: str
+    label: str
+    members: tuple[User, ...]
+    lead: str | None
+
+
+def team(engine: Engine, definition: App, name: str) -> Team:
+    """A team the app defines, with its members by username (no row yet: no members)."""
+    check_membership(definition, [], name)
+    teams, members, users = tables()["kiln_teams"], tables()["kiln_team_members"], _users()
+    label = next(t.label.get(definition.locale) for t in definition.teams if t.name == name)
+    with read(engine) as conn:
+        row = conn.execute(select(teams.c.id, teams.c.lead_id).where(teams.c.app == definition.name, teams.c.name == name)).first()
+        if row is None:
+            return Team(definition.name, name, label, (), None)
+        people = tuple(
+            _user(r)
+            for r in conn.execute(
+                select(users).join(members, members.c.user_id == users.c.id).where(members.c.team_id == row.id).order_by(users.c.username)
+            )
+        )
+    lead = next((u.username for u in people if u.id == row.lead_id), None)
+    return Team(definition.name, name, label, people, lead)
+
+
+def join_team(engine: Engine, definition: App, name: str, username: str, by: Actor, now: dt.datetime | None = None) -> None:
+    check_membership(definition, [], name)
+    with write(engine) as conn:
+        user = find_user(conn, username)
+        if user is None:
+            raise AccountError(f"no user named '{username}'")
+        team_id = _team_id(conn, definition.name, name, definition)
+        if name not in teams_of(conn, user.id, definition.name):
+            _join_team(conn, team_id, user.id, lead=False)
+            _audit(conn, by, "team", team_id, "add_member", {"member": [None, username]}, now)
+
+
+def leave_team(engine: Engine, definition: App, name: str, username: str, by: Actor, now: dt.datetime | None = None) -> None:
+    """Remove a member; a lead who leaves is no longer the lead."""
+    teams, members = tables()["kiln_teams"], tables()["kiln_team_members"]
+    with write(engine) as conn:
+        user = find_user(conn, username)
+        row = conn.execute(select(teams.c.id, teams.c.lead_id).where(teams.c.app == definition.name, teams.c.name == name)).first()
+        if user is None or row is None:
+            raise AccountError(f"'{username}' is not a member of {name}")
+        done = conn.execute(delete(members).where(members.c.team_id == row.id, members.c.user_id == user.id))
+        if done.rowcount:
+            if row.lead_id == user.id:
+                conn.execute(update(teams).where(teams.c.id == row.id).values(lead_id=None))
+            _audit(conn, by, "team", row.id, "remove_member", {"member": [username, None]}, now)
+
+
+def set_team_lead(engine: Engine, definition: App, name: str, username: str | None, by: Actor,
+                  now: dt.datetime | None = None) -> None:  # fmt: skip
+    """Make a member the lead (joining them first if needed), or clear the lead with None."""
+    check_membership(definition, [], name)
+    teams, users = tables()["kiln_teams"], _users()
+    with write(engine) as conn:
+        team_id = _team_id(conn, definition.name, name, definition)
+        before = conn.execute(
+            select(users.c.username).join(teams, teams.c.lead_id == users.c.id).where(teams.c.id == team_id)
+        ).scalar()
+        if username:
+            user = find_user(conn, username)
+            if user is None:
+                raise AccountError(f"no user named '{username}'")
+            _join_team(conn, team_id, user.id, lead=True)
+        else:
+            conn.execute(update(teams).where(teams.c.id == team_id).values(lead_id=None))
+        if before != (username or None):
+            _audit(conn, by, "team", team_id, "set_lead", {"lead": [before, username or None]}, now)

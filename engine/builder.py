@@ -332,6 +332,7 @@ def build_app(document: Map, source_hash: str = "") -> App:
                     label=Label.of(c.get("label"), str(c.get("name", ""))),
                     entity=str(c.get("entity", "")),
                     options=options,
+                    option_locs=tuple((k, c.loc_of(k)) for k, _ in options),
                 )
             )
         dashboards.append(

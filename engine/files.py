@@ -113,6 +113,7 @@ class Upload:
         self.id = uuid.uuid4().hex
         self.limit = limit
         self.size = 0
+        self.finished = False
         self.relpath = f"{self.id[:2]}/{self.id}"
         self.path = files_dir / self.relpath
         self.partial = self.path.with_name(self.id + ".part")
@@ -148,6 +149,7 @@ class Upload:
         except BaseException:
             self.path.unlink(missing_ok=True)
             raise
+        self.finished = True
         return stored
 
 

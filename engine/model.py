@@ -311,9 +311,17 @@ class Card:
     label: Label
     entity: str
     options: tuple[tuple[str, Any], ...] = ()
+    option_locs: tuple[tuple[str, Loc], ...] = ()
 
     def option(self, key: str, default: Any = None) -> Any:
         return dict(self.options).get(key, default)
+
+    def expr(self, key: str) -> Expr | None:
+        """An expression option (``where``, ``numerator``) with its exact place in the file."""
+        source = self.option(key)
+        if source is None:
+            return None
+        return Expr(str(source), dict(self.option_locs).get(key, self.loc))
 
 
 @dataclass(frozen=True)

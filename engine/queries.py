@@ -137,6 +137,11 @@ class Query:
         table = tables.main
         if name in ("state", "number", "id", "created_by"):
             values = raw if isinstance(raw, list) else [raw]
+            if name == "id":  # a non-number would reach PostgreSQL as a bigint and fail there
+                try:
+                    values = [int(v) for v in values]
+                except (TypeError, ValueError):
+                    raise BadQuery("bad filter value for id: expected a record id", {"id": "expected a whole number"}) from None
             if name == "created_by":
                 values = list(self.records.users.ids(conn, [str(v) for v in values]).values())
             return table.c[name].in_(values)

@@ -101,6 +101,8 @@ class RecordChecker:
                 value = value.quantize(COMPUTED_QUANTUM)
             elif isinstance(value, float):
                 value = Decimal(repr(value)).quantize(COMPUTED_QUANTUM)
+            elif isinstance(value, dt.timedelta):  # durations are stored as seconds
+                value = Decimal(str(value.total_seconds())).quantize(COMPUTED_QUANTUM)
             record[f.name] = value
 
     # -- references ----------------------------------------------------------------------------

@@ -201,9 +201,21 @@ def system_tables(metadata: MetaData) -> dict[str, Table]:
         Index("ix_kiln_login_failures_key", "key", "at"),
         Index("ix_kiln_login_failures_at", "at"),
     )  # fmt: skip
+    # A user's saved list views (engine/savedviews.py): the list's query string under a name.
+    saved_views = Table(
+        "kiln_saved_views", metadata,
+        Column("id", IdType, primary_key=True, autoincrement=True),
+        Column("user_id", IdType, ForeignKey("kiln_users.id", ondelete="CASCADE"), nullable=False),
+        Column("app", String(64), nullable=False),
+        Column("entity", String(64), nullable=False),
+        Column("name", String(100), nullable=False),
+        Column("query", Text, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        UniqueConstraint("user_id", "app", "entity", "name", name="uq_kiln_saved_views_name"),
+    )  # fmt: skip
     return {
         t.name: t
-        for t in (users, teams, members, roles, tokens, audit, files, sequences, migrations, settings, login_failures)
+        for t in (users, teams, members, roles, tokens, audit, files, sequences, migrations, settings, login_failures, saved_views)
     }
 
 

@@ -7,7 +7,13 @@
 - CSRF: every unsafe request made with the session cookie must carry the session's token, as the
   ``X-CSRF-Token`` header (HTMX sends it from ``hx-headers`` on ``<body>``) or as the
   ``csrf_token`` field of a urlencoded form. Requests authenticated by a bearer token carry no
-  cookie authority, so they need no CSRF token.
+  cookie authority, so they need no CSRF token. A multipart form (an upload) is not read here:
+  it must send the header, which an HTMX request does.
+- Pages that need a user call :func:`require_user` (or :func:`require_admin`); an anonymous
+  request is then redirected to ``/login?next=<where it was going>`` (an HTMX request gets
+  ``HX-Redirect`` instead, so the login page is not swapped into a fragment).
+- Every response carries ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY`` and
+  ``Referrer-Policy: same-origin`` (no clickjacking of forms, no tokens leaking in referrers).
 """
 
 from __future__ import annotations
@@ -15,13 +21,15 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, urlsplit
 
+from sqlalchemy import select
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import accounts
@@ -43,6 +51,8 @@ def middleware(secret_key: str, https_only: bool = False) -> list[Middleware]:
             same_site="lax", https_only=https_only,
         ),  # fmt: skip
         Middleware(CSRFMiddleware),
+        Middleware(LoginRedirectMiddleware),
+        Middleware(SecurityHeadersMiddleware),
     ]
 
 
@@ -98,6 +108,132 @@ def log_in(request: Request, user: accounts.User) -> None:
 def log_out(request: Request) -> None:
     request.session.clear()
     request.state.user = None
+
+
+# -- pages that need a user ------------------------------------------------------------------------
+
+
+class LoginRequired(Exception):
+    """Raised by :func:`require_user` for an anonymous request; answered with a redirect to login."""
+
+
+def require_user(request: HTTPConnection) -> accounts.User:
+    """The current user; an anonymous request is sent to the login page and back here after."""
+    user = current_user(request)
+    if user is None:
+        raise LoginRequired()
+    return user
+
+
+def require_admin(request: HTTPConnection) -> accounts.User:
+    """The current user if an instance administrator; anonymous: to login; anyone else: 403."""
+    user = require_user(request)
+    if not user.is_admin:
+        raise HTTPException(403, "only instance administrators may open this page")
+    return user
+
+
+def admin_actor(user: accounts.User) -> Actor:
+    """An administrator acting on instance-wide things (users, teams): not tied to one app."""
+    return Actor(user.id, user.username, is_admin=user.is_admin, locale=user.locale)
+
+
+def safe_next(value: str | None, default: str = "/") -> str:
+    """``value`` if it is a path on this site, else ``default``: no open redirect through
+    ``next=`` (``//evil.example``, ``/\\evil.example``, ``https://...`` and control characters are
+    refused; browsers read a backslash as a slash)."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return default
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return default
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return default
+    return value
+
+
+def login_url(scope_or_request: HTTPConnection | Scope) -> str:
+    """``/login?next=<this path and query>``."""
+    scope = scope_or_request.scope if isinstance(scope_or_request, HTTPConnection) else scope_or_request
+    here = scope.get("path", "/")
+    query = scope.get("query_string", b"").decode("latin-1")
+    if query:
+        here += "?" + query
+    return "/login?next=" + quote(safe_next(here), safe="/")
+
+
+def is_htmx(request: HTTPConnection) -> bool:
+    """True for a request HTMX made: answer with the fragment, and send ``Vary: HX-Request``."""
+    return request.headers.get("hx-request") == "true"
+
+
+def user_apps(request: HTTPConnection) -> list[dict[str, str]]:
+    """The apps the current user may enter (those they hold a role in; every app for an
+    administrator), for the app switcher: ``[{"name", "label", "href"}]``."""
+    user = current_user(request)
+    if user is None:
+        return []
+    if "user_apps" in request.scope.get("state", {}):
+        return request.state.user_apps
+    instance: Instance = request.app.state.instance
+    roles = accounts.tables()["kiln_user_roles"]
+    with instance.engine.connect() as conn:
+        mine = {a for (a,) in conn.execute(select(roles.c.app).where(roles.c.user_id == user.id).distinct())}
+    from apps.web import i18n  # local: i18n imports this module
+
+    locale = i18n.locale_for(request)
+    apps = []
+    for name, compiled in sorted(instance.compiled.apps.items()):
+        app = compiled.app
+        if (user.is_admin or name in mine) and app.entities:
+            apps.append({"name": name, "label": app.label.get(locale), "href": f"/a/{name}/{app.entities[0].name}"})
+    request.state.user_apps = apps
+    return apps
+
+
+class LoginRedirectMiddleware:
+    """Answers :class:`LoginRequired` with a redirect to the login page."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        except LoginRequired:
+            target = login_url(scope)
+            response: Response
+            if Headers(scope=scope).get("hx-request") == "true":
+                response = Response(status_code=401, headers={"HX-Redirect": target})
+            elif scope.get("path", "").startswith("/api/"):
+                response = JSONResponse({"error": {"code": "unauthorized", "message": "log in first", "fields": {}}}, 401)
+            else:
+                response = RedirectResponse(target, status_code=303)
+            await response(scope, receive, send)
+
+
+class SecurityHeadersMiddleware:
+    HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"), (b"referrer-policy", b"same-origin"))
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in self.HEADERS if k not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 class CSRFMiddleware:

@@ -28,8 +28,8 @@ class CompiledExpressions:
 
     def card(self, card: Card, key: str) -> Compiled | None:
         """The compiled ``where``/``numerator`` of a dashboard card, if it has one."""
-        source = card.option(key)
-        return None if source is None else self.by_expr.get(Expr(str(source), card.loc))
+        expr = card.expr(key)
+        return None if expr is None else self.by_expr.get(expr)
 
 
 def _compile(
@@ -148,9 +148,9 @@ def compile_app(app: App) -> tuple[CompiledExpressions, list[Problem]]:
             if entity is None:
                 continue  # the reference check names the unknown entity
             for key in ("where", "numerator"):
-                source = card.option(key)
-                if source is not None:
-                    add(Expr(str(source), card.loc), entity, "boolean")
+                expr = card.expr(key)
+                if expr is not None:
+                    add(expr, entity, "boolean")
     problems.extend(resolver.problems)
     return result, sorted(set(problems))
 
