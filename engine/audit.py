@@ -7,12 +7,14 @@ change and its entry commit together or not at all.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection, Table, insert, select
 
 from engine.actors import Actor
+from engine.db import Prepared
 from engine.values import to_json
 
 
@@ -35,13 +37,18 @@ def record_change(
     conn: Connection, audit: Table, *, app: str, entity: str, record_id: int, action: str, actor: Actor,
     at: dt.datetime, changes: Mapping[str, Any], comment: str | None = None,
 ) -> None:  # fmt: skip
-    conn.execute(
-        insert(audit),
+    _insert(audit).execute(
+        conn,
         {
             "app": app, "entity": entity, "record_id": record_id, "action": action, "actor_id": actor.id,
             "actor": actor.username, "at": at, "changes": dict(changes), "rule": actor.rule, "comment": comment,
         },
     )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4)
+def _insert(audit: Table) -> Prepared:
+    return Prepared(insert(audit), ["app", "entity", "record_id", "action", "actor_id", "actor", "at", "changes", "rule", "comment"])
 
 
 def history(conn: Connection, audit: Table, app: str, entity: str, record_id: int) -> list[dict[str, Any]]:

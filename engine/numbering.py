@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Table, and_, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from engine.db import Prepared
+
 _PART = re.compile(r"\{([a-z_][a-z0-9_]*)(?::([^}]*))?\}")
 
 
@@ -55,9 +57,8 @@ class NumberFormat:
 
 
 @functools.lru_cache(maxsize=8)
-def _statements(sequences: Table) -> tuple[Any, Any, Any]:
-    """The bump and the two inserts, built once: statements with bound parameters are compiled
-    once and reused from SQLAlchemy's cache, which matters at a thousand creates a second."""
+def _statements(sequences: Table) -> tuple[Prepared, Prepared, Prepared]:
+    """The bump and the two inserts, compiled once: this runs on every create."""
     key = and_(
         sequences.c.app == bindparam("k_app"), sequences.c.entity == bindparam("k_entity"),
         sequences.c.prefix == bindparam("k_prefix"),
@@ -66,18 +67,18 @@ def _statements(sequences: Table) -> tuple[Any, Any, Any]:
     first = {"app": bindparam("k_app"), "entity": bindparam("k_entity"), "prefix": bindparam("k_prefix"), "value": 0}
     pg_insert = postgresql.insert(sequences).values(first).on_conflict_do_nothing()
     sqlite_insert = sqlite.insert(sequences).values(first).on_conflict_do_nothing()
-    return bump, pg_insert, sqlite_insert
+    return Prepared(bump), Prepared(pg_insert), Prepared(sqlite_insert)
 
 
 def next_value(conn: Connection, sequences: Table, app: str, entity: str, prefix: str) -> int:
     """Bump and return the counter of ``prefix`` (first value 1), in the caller's transaction."""
     bump, pg_insert, sqlite_insert = _statements(sequences)
     params = {"k_app": app, "k_entity": entity, "k_prefix": prefix}
-    value = conn.execute(bump, params).scalar()
+    value = bump.execute(conn, params).scalar()
     if value is not None:
         return int(value)
-    conn.execute(pg_insert if conn.dialect.name == "postgresql" else sqlite_insert, params)
-    return int(conn.execute(bump, params).scalar_one())
+    (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert).execute(conn, params)
+    return int(bump.execute(conn, params).scalar_one())
 
 
 def make_number(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Select, Table, bindparam, func, select
 
 from engine.actors import Actor
+from engine.db import Prepared
 from engine.errors import ValidationFailed
 from engine.expressions import Compiled, EvalContext, SqlContext
 from engine.model import Entity, Expr, Field
@@ -129,7 +130,10 @@ class RecordChecker:
                 parsed[f.name] = resolved if f.is_multi else resolved[0]
             elif f.type == "link":
                 target = self.records.tables(f.entity or "").main
-                found = set(conn.execute(_ids_in(target), {"ids": values}).scalars())
+                if len(values) == 1:
+                    found = set(_id_is(target).execute(conn, {"id": values[0]}).scalars())
+                else:
+                    found = set(conn.execute(_ids_in(target), {"ids": values}).scalars())
                 missing = [str(v) for v in values if v not in found]
                 if missing:
                     errors[f.name] = f"no {f.entity} record with id " + ", ".join(missing)
@@ -220,6 +224,11 @@ class RecordChecker:
                 if f.max is not None and f.type != "rating" and item > f.max:
                     return f"at most {f.max}"
         return None
+
+
+@functools.lru_cache(maxsize=256)
+def _id_is(table: Table) -> Prepared:
+    return Prepared(select(table.c.id).where(table.c.id == bindparam("id")))
 
 
 @functools.lru_cache(maxsize=256)

@@ -13,18 +13,19 @@ decimals as strings); inside the engine a record is a dict of Python values with
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from engine import audit, permissions, queries
 from engine.actors import Actor
-from engine.db import write
+from engine.db import Prepared, write
 from engine.errors import Forbidden, NotFound, StaleVersion, ValidationFailed, did_you_mean
 from engine.model import Entity, Expr
 from engine.numbering import NumberFormat, make_number
@@ -209,7 +210,7 @@ class Records:
                 record, now, self.app.timezone,
             )  # fmt: skip
         row = {c.name: record.get(c.name) for c in tables.main.columns if c.name != "id"}
-        record["id"] = conn.execute(insert(tables.main).returning(tables.main.c.id), row).scalar_one()
+        record["id"] = _insert_row(tables.main).execute(conn, row).scalar_one()
         self._write_children(conn, tables, record, entity.fields, replace=False)
         changes = audit.diff({}, self._audit_view(conn, entity, record), self._audited_fields(entity))
         audit.record_change(
@@ -300,6 +301,11 @@ class Records:
                     parsed[name] = parse(field, raw, self.timezone)
                 except BadValue as exc:
                     errors[name] = str(exc)
+                    continue
+                if any(isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63 for v in _as_list(parsed[name])):
+                    # past 64 bits no column holds it (the database would fail, not refuse)
+                    errors[name] = "the number is out of range"
+                    del parsed[name]
         if errors:
             raise ValidationFailed("some values are not valid", errors)
         self.checker.resolve_references(conn, entity, parsed)
@@ -332,6 +338,12 @@ class Records:
             if f.is_computed:
                 view[f.name] = trim_decimal(view.get(f.name))
         return view
+
+
+@functools.lru_cache(maxsize=1024)
+def _insert_row(table: Table) -> Prepared:
+    """The INSERT of a whole main-table row, compiled once per table (the create hot path)."""
+    return Prepared(insert(table).returning(table.c.id), [c.name for c in table.columns if c.name != "id"])
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -75,9 +75,10 @@ class Api:
     def auth(self, name: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[name]}"}
 
-    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+    def client(self, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.AsyncClient:
+        """An in-process client; ``kwargs`` go to the transport (e.g. ``client=(address, port)``)."""
         transport = httpx.ASGITransport(app=self.app, **kwargs)
-        return httpx.AsyncClient(transport=transport, base_url="http://test")
+        return httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers)
 
     def count(self, table: str) -> int:
         t = self.instance.schema.table(table)

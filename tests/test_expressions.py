@@ -25,7 +25,6 @@ from engine.expressions import (
     format_duration,
     parse_duration,
 )
-from engine.model import Expr
 from engine.source import parse_yaml
 from engine.tables import build_schema
 
