@@ -22,6 +22,7 @@ from engine.actors import Actor
 from engine.db import UTCDateTime
 from engine.errors import DefinitionError, Loc, RecordError
 from engine.expressions import SqlContext, compile_expression
+from engine.expressions.nodes import FieldRef, walk
 from engine.model import TEXT_TYPES, Entity, Expr
 from engine.tables import SYSTEM_COLUMNS, entered_column
 from engine.values import BadValue, parse, to_json
@@ -129,7 +130,7 @@ class Query:
         if spec.search:
             query = query.where(self._search(entity, spec.search, hidden))
         if spec.where:
-            query = query.where(self._where(entity, actor, spec.where, hidden))
+            query = query.where(self._where(entity, actor, spec.where))
         return query
 
     def _filter(self, conn: Connection, entity: Entity, name: str, raw: Any, hidden: set[str]) -> ColumnElement[bool]:
@@ -172,14 +173,18 @@ class Query:
             parts.append(table.c.number.ilike(pattern, escape="\\"))
         return or_(false(), *parts)
 
-    def _where(self, entity: Entity, actor: Actor, source: str, hidden: set[str]) -> ColumnElement[bool]:
+    def _where(self, entity: Entity, actor: Actor, source: str) -> ColumnElement[bool]:
         try:
             compiled = compile_expression(source, Loc("where", 1, 1), self.records.app, entity)
         except DefinitionError as exc:
             raise BadQuery("the where expression is not valid: " + "; ".join(p.message for p in exc.problems), {"where": str(exc)}) from None
-        used = {name for name in hidden if name in source}
-        if used:  # a hidden field must not be probed through a condition
-            raise BadQuery(f"cannot filter on hidden fields: {', '.join(sorted(used))}", {"where": "hidden field"})
+        probed = sorted(
+            f"{hop.entity.name}.{hop.field.name}"
+            for node in walk(compiled.root) if isinstance(node, FieldRef)
+            for hop in node.hops if hop.field.name in permissions.hidden_fields(hop.entity, actor)
+        )  # fmt: skip
+        if probed:  # a hidden field must not be probed through a condition, even across a link
+            raise BadQuery(f"cannot filter on hidden fields: {', '.join(probed)}", {"where": "hidden field"})
         return compiled.clause(self._sql_context(entity, actor))
 
     def _sort_column(self, entity: Entity, sort: str, hidden: set[str]) -> tuple[Any, bool]:
