@@ -137,3 +137,8 @@ async def test_a_record_refuses_a_file_its_field_does_not_accept(api: Api):
         r = await c.post("/api/v1/repair/ticket", json={"summary": "s", "device": device, "report": file_id})
     assert r.status_code == 422 and "report" in error_of(r)["fields"]
     assert api.count("repair__ticket") == 0
+
+
+async def test_a_utf8_filename_is_kept(api: Api):
+    r = await upload(api, "dan", name="维修报告 ü.pdf")
+    assert r.status_code == 201 and r.json()["filename"] == "维修报告 ü.pdf"

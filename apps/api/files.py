@@ -51,7 +51,8 @@ class _Parts:
         self._value += data[start:end]
 
     def _header_end(self) -> None:
-        self._headers[self._field.decode("latin-1").lower()] = self._value.decode("utf-8", "replace")
+        # latin-1 keeps the raw bytes (browsers send UTF-8 filenames); _disposition decodes them.
+        self._headers[self._field.decode("latin-1").lower()] = self._value.decode("latin-1")
         self._field = self._value = b""
 
     def _headers_finished(self) -> None:
@@ -85,7 +86,7 @@ def _target_field(request: Request) -> Field | None:
 
 def _disposition(headers: dict[str, str]) -> tuple[str | None, str | None]:
     """The part's form name and filename, from its Content-Disposition."""
-    _, options = parse_options_header(headers.get("content-disposition", ""))
+    _, options = parse_options_header(headers.get("content-disposition", "").encode("latin-1"))
     name, filename = options.get(b"name"), options.get(b"filename")
     return (name.decode("utf-8", "replace") if name is not None else None,
             filename.decode("utf-8", "replace") if filename is not None else None)  # fmt: skip
