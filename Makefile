@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean browser
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -16,7 +16,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python run.py
 
-test: $(STAMP)
+# The browser tests drive Debian's chromium (no browser download works offline). Installed here
+# only when running as root; otherwise tests/test_browser.py skips and says how to install it.
+# A CJK font so screenshots of Chinese pages show characters, not boxes.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-zenhei; } || \
+		echo "chromium is missing and this is not root: the browser tests will skip"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -n 2 -p no:cacheprovider
 
 lint: $(STAMP)

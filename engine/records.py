@@ -23,13 +23,14 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from engine import audit, permissions, queries
+from engine import audit, permissions, queries, rules
 from engine.actors import Actor
 from engine.db import Prepared, write
 from engine.errors import Forbidden, NotFound, StaleVersion, ValidationFailed, did_you_mean
 from engine.model import Entity, Expr
 from engine.numbering import NumberFormat, make_number
 from engine.recordcheck import RecordChecker
+from engine.rules import Change
 from engine.tables import SYSTEM_COLUMNS, EntityTables, entered_column
 from engine.values import BadValue, parse, to_json, trim_decimal
 
@@ -217,6 +218,7 @@ class Records:
             conn, self.schema.system["kiln_audit"], app=self.app.name, entity=entity.name, record_id=record["id"],
             action="create", actor=actor, at=now, changes=changes,
         )  # fmt: skip
+        self.after_change(conn, Change(entity, None, record, actor, now))
         return record
 
     def update(
@@ -230,10 +232,15 @@ class Records:
 
     def update_in(
         self, conn: Connection, entity: Entity, record_id: int, changes: Mapping[str, Any], version: int | None,
-        actor: Actor, now: dt.datetime, comment: str | None = None,
+        actor: Actor, now: dt.datetime, comment: str | None = None, *, move_to: str | None = None,
+        transition: str | None = None, authorized: bool = False,
     ) -> dict[str, Any]:  # fmt: skip
         """Update inside the caller's transaction. ``version`` is the version the client saw;
-        None is allowed only for the system (rules act on the current version)."""
+        None is allowed only for the system (rules act on the current version).
+
+        The workflow moves a record with ``move_to`` (the new state, whose ``entered_<state>_at``
+        is set to ``now``) and names the ``transition``; it has checked the transition's own
+        roles, so it passes ``authorized=True`` to skip the role's update scope."""
         if version is None and not actor.is_system:
             raise ValidationFailed("the record's version is required (If-Match)", {"version": "required"})
         if self.query.one(conn, entity, actor, record_id) is None:
@@ -245,15 +252,19 @@ class Records:
             raise StaleVersion(
                 f"{entity.name} {record_id} was changed by someone else (version {before['version']}, you sent {version}); reload and try again"
             )
-        if not self.query.may_update(conn, entity, actor, record_id):
+        if not authorized and not self.query.may_update(conn, entity, actor, record_id):
             raise Forbidden(f"you may not change {entity.name} {record_id} in state {before.get('state')}")
         incoming = self.parse_input(conn, entity, changes, actor, creating=False)
         self.checker.check_readonly_if(conn, entity, before, incoming, actor, now)
         record = dict(before)
         record.update(incoming)
+        system_values: dict[str, Any] = {}
+        if move_to is not None:
+            record["state"] = system_values["state"] = move_to
+            record[entered_column(move_to)] = system_values[entered_column(move_to)] = now
         self.checker.compute(conn, entity, record, actor, now)
         changed = [f for f in entity.fields if record.get(f.name) != before.get(f.name)]
-        if not changed:
+        if not changed and move_to is None:
             return record
         self.checker.validate(conn, entity, record, before, actor, now)
         record["version"] = before["version"] + 1
@@ -263,19 +274,25 @@ class Records:
         result = conn.execute(
             update(tables.main)
             .where(tables.main.c.id == record_id, tables.main.c.version == before["version"])
-            .values(**values, version=record["version"], updated_at=now)
+            .values(**values, **system_values, version=record["version"], updated_at=now)
         )
         if result.rowcount != 1:  # a concurrent writer got there first (SQLite has no row lock)
             raise StaleVersion(f"{entity.name} {record_id} was changed by someone else; reload and try again")
         self._write_children(conn, tables, record, [f for f in changed if f.is_multi], replace=True)
-        names = [f.name for f in changed]
+        names = (["state"] if move_to is not None else []) + [f.name for f in changed]
         audit.record_change(
             conn, self.schema.system["kiln_audit"], app=self.app.name, entity=entity.name, record_id=record_id,
-            action="update", actor=actor, at=now,
+            action=f"transition:{transition}" if transition else "update", actor=actor, at=now,
             changes=audit.diff(self._audit_view(conn, entity, before), self._audit_view(conn, entity, record), names),
             comment=comment,
         )  # fmt: skip
+        self.after_change(conn, Change(entity, before, record, actor, now, transition=transition))
         return record
+
+    def after_change(self, conn: Connection, change: Change) -> None:
+        """Everything a change sets off, in its own transaction: the entity's rules (which may
+        change records themselves, and so come back here)."""
+        rules.run(self, conn, change)
 
     def parse_input(self, conn: Connection, entity: Entity, values: Mapping[str, Any], actor: Actor, creating: bool) -> dict[str, Any]:
         """Input values as Python values; every bad field is reported at once."""

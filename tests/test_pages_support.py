@@ -101,10 +101,11 @@ class Desk:
     def actor(self, username: str) -> Any:
         return accounts.actor_for(self.instance.engine, username, "desk")
 
-    def client(self, username: str | None) -> httpx.AsyncClient:
-        """An in-process client, logged in as ``username`` (None: anonymous)."""
+    def client(self, username: str | None, lang: str = "en") -> httpx.AsyncClient:
+        """An in-process client, logged in as ``username`` (None: anonymous), in ``lang``."""
         app = create_app(self.instance)
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+        client.cookies.set("lang", lang)
         if username is not None:
             client.cookies.set("kiln_session", session_cookie(self.instance, {"uid": self.users[username], "csrf": CSRF}))
         return client

@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from apps import api
-from apps.web import admin, auth, pages, security, views
+from apps.web import admin, auth, i18n, pages, security, views
 from engine import settings
 from engine.instance import Instance
 
@@ -37,6 +37,8 @@ def templates() -> Jinja2Templates:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined)
     env.globals["csrf_token"] = security.csrf_token
     env.globals["current_user"] = security.current_user
+    env.globals["user_apps"] = security.user_apps
+    i18n.install(env)  # _, gettext, current_locale, label, locales
     return Jinja2Templates(env=env)
 
 

@@ -1,11 +1,32 @@
-"""The generated pages: workspace, lists, forms, detail (being built)."""
+"""The generated pages: the workspace, and per entity its list, forms and record page.
+
+URLs (docs/pages.md): ``/`` the workspace; ``/a/<app>/<entity>`` the list (``.json`` twin),
+``/count``, ``/export.csv|.xlsx``, ``/bulk``, ``/views``, ``/lookup/<field>``; ``/new``,
+``/form`` (the layout fragment), ``/<id>`` (``.json`` twin) and ``/<id>/edit``. The more
+specific routes come first: an entity's sub-paths never read as a record id.
+"""
 
 from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from apps.web import views
+from apps.web.pages import actions, detail, forms, lists, workspace
 
 
 def routes() -> list[BaseRoute]:
-    return [Route("/", views.home, name="home")]
+    entity = "/a/{app}/{entity}"
+    return [
+        Route("/", workspace.home, name="home"),
+        Route(entity, lists.list_page, name="list"),
+        Route(entity + "/count", lists.count, name="list_count"),
+        Route(entity + "/export.{format:str}", lists.export, name="list_export"),
+        Route(entity + "/bulk", actions.bulk, methods=["POST"], name="list_bulk"),
+        Route(entity + "/bulk-value", actions.bulk_value, name="list_bulk_value"),
+        Route(entity + "/views", actions.save_view, methods=["POST"], name="view_save"),
+        Route(entity + "/views/{view}/delete", actions.delete_view, methods=["POST"], name="view_delete"),
+        Route(entity + "/lookup/{field}", actions.lookup, name="lookup"),
+        Route(entity + "/new", forms.new_form, methods=["GET", "POST"], name="record_new"),
+        Route(entity + "/form", forms.form_fragment, methods=["POST"], name="record_form"),
+        Route(entity + "/{id}/edit", forms.edit_form, methods=["GET", "POST"], name="record_edit"),
+        Route(entity + "/{id}", detail.detail, name="record"),
+    ]

@@ -19,24 +19,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from apps.web import security
+from apps.web.i18n import locale_for, translator
 from engine.actors import Actor
 from engine.errors import NotFound, RecordError
 from engine.instance import Instance
 from engine.model import App, Entity
-
-try:  # the i18n module of the shared layout; until it lands, the app's locale and no translation
-    from apps.web.i18n import locale_for, translator
-except ImportError:  # pragma: no cover - removed once apps/web/i18n.py exists
-
-    def locale_for(request: Request, app: App | None = None) -> str:  # type: ignore[misc]
-        return app.locale if app is not None else "zh"
-
-    def translator(locale: str) -> Callable[..., str]:  # type: ignore[misc]
-        def gettext(message: str, **values: Any) -> str:
-            return message % values if values else message
-
-        return gettext
-
 
 JSON_SUFFIX = ".json"
 Handler = Callable[[Request], Response]
@@ -115,8 +102,10 @@ def render(
 ) -> Response:  # fmt: skip
     """The full page, or for an HTMX request the fragment template; either way ``Vary`` says so,
     so a cache never serves one for the other."""
-    name = fragment if fragment and is_htmx(request) else template
-    context = {"lang": locale, "_": gettext or translator(locale), **data}
+    htmx = is_htmx(request)
+    name = fragment if fragment and htmx else template
+    # base.html renders only its content block when ``fragment`` is true (an HTMX swap).
+    context = {"locale": locale, "_": gettext or translator(locale), "fragment": htmx and not fragment, **data}
     response = request.app.state.templates.TemplateResponse(request, name, context, status_code=status)
     response.headers["Vary"] = "HX-Request, Accept"
     return response

@@ -64,9 +64,13 @@ def form_value(f: Field, value: Any, tz: dt.tzinfo) -> Raw:
     if value is None:
         return ""
     if f.type == "datetime":
-        return dt.datetime.fromisoformat(value).astimezone(tz).strftime("%Y-%m-%dT%H:%M")
+        moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+        return moment.astimezone(tz).strftime("%Y-%m-%dT%H:%M")
     if f.type == "time":
-        return value[:5] if value.endswith(":00") else value
+        text = value.isoformat() if isinstance(value, dt.time) else str(value)
+        return text[:5] if text.endswith(":00") else text
+    if isinstance(value, dt.date):
+        return value.isoformat()
     if f.type == "boolean":
         return "true" if value else "false"
     return str(value)

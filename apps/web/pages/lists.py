@@ -5,17 +5,26 @@ from the rows, saved views, bulk actions, exports, and the JSON twin (``.json`` 
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from apps.web.pages import keyset
-from apps.web.pages.context import PageContext, entity_context, json_response, page, render, strip_json, wants_json
+from apps.web.pages.context import (
+    PageContext,
+    entity_context,
+    json_response,
+    page,
+    render,
+    strip_json,
+    wants_json,
+)
 from apps.web.pages.fields import FieldView, title, view
 from apps.web.pages.liststate import ListState, filter_fields, parse_state, to_spec
 from engine import exports, permissions
-from engine.errors import Forbidden
+from engine.errors import Forbidden, NotFound
 from engine.model import Entity, Field
 from engine.queries import COUNT_CAP
 from engine.savedviews import SavedViews
@@ -67,7 +76,7 @@ def list_context(ctx: PageContext, state: ListState) -> dict[str, Any]:
         rows.append({
             "id": item["id"], "version": item["version"], "title": title(entity, item), "number": item.get("number"),
             "state": item.get("state"), "state_label": state_label(ctx, item.get("state")), "cells": cells,
-            "created_at": field_view(ctx, _created_field(), item["created_at"]).text,
+            "created_at": local_time(ctx, item["created_at"]),
         })  # fmt: skip
     return {
         "ctx": ctx, "state": state, "rows": rows, "columns": columns, "window": window,
@@ -79,11 +88,11 @@ def list_context(ctx: PageContext, state: ListState) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _created_field() -> Field:
-    from engine.errors import Loc
-    from engine.model import Label
-
-    return Field("created_at", "datetime", Label.of(None, "created_at"), Loc.unknown())
+def local_time(ctx: PageContext, value: str | None) -> str:
+    """An ISO datetime from the API in the app's timezone, to the minute."""
+    if not value:
+        return ""
+    return dt.datetime.fromisoformat(value).astimezone(ctx.records.timezone).strftime("%Y-%m-%d %H:%M")
 
 
 def filter_controls(ctx: PageContext, state: ListState) -> list[dict[str, Any]]:
@@ -163,15 +172,19 @@ def export(request: Request) -> Response:
     if not exports.may_export(ctx.entity, ctx.actor):
         raise Forbidden(ctx.gettext("Your role may not export these records."))
     fmt = request.path_params["format"]
+    if fmt not in ("csv", "xlsx"):
+        raise NotFound(ctx.gettext("Exports are CSV or XLSX."))
     state = parse_state(request.query_params, ctx.entity, ctx.actor)
     spec = exports.export_spec(to_spec(state, ctx.entity, ctx.app.timezone))
-    # The first page is read here, so a bad filter is a 400 page, not a broken download.
+    # The header and the first page are read here, so a bad filter or sort is a 400 page, not a
+    # broken download.
     lines = exports.rows(ctx.records, ctx.entity, ctx.actor, spec, ctx.locale)
-    header = next(lines)
+    head = [next(lines)]
+    head += [row for row in [next(lines, None)] if row is not None]
     filename = f"{ctx.app.name}-{ctx.entity.name}.{fmt}"
 
     def everything() -> Any:
-        yield header
+        yield from head
         yield from lines
 
     if fmt == "csv":

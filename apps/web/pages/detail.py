@@ -1,0 +1,95 @@
+"""The record page ``/a/<app>/<entity>/<id>``: every visible field in the form's sections, the
+attachments, the timeline of its audit trail, and the actions the user may take (edit now;
+the workflow's transitions join ``actions`` when they exist). JSON twin: ``.json`` or Accept."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from apps.web.pages import layout as layouts
+from apps.web.pages.context import (
+    PageContext,
+    entity_context,
+    json_response,
+    page,
+    render,
+    strip_json,
+    wants_json,
+)
+from apps.web.pages.fields import display_text, file_rows, title
+from apps.web.pages.lists import field_view, local_time, state_label
+from engine import exports
+from engine.errors import NotFound
+
+
+def _record(ctx: PageContext, record_id: int) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    records = ctx.records
+    with ctx.instance.engine.connect() as conn:
+        stored = records.query.one(conn, ctx.entity, ctx.actor, record_id)
+        if stored is None:
+            raise NotFound(ctx.gettext("This record does not exist or is not visible to you."))
+        item = records.to_api(conn, ctx.entity, [stored], ctx.actor)[0]
+        may_update = records.query.may_update(conn, ctx.entity, ctx.actor, record_id)
+    return item, stored, may_update
+
+
+def timeline(ctx: PageContext, entries: list[dict[str, Any]], titles: dict[str, dict[int, str]]) -> list[dict[str, Any]]:
+    """Audit entries as a person reads them: field labels, option labels, local times."""
+    tz = ctx.records.timezone
+    out = []
+    for entry in reversed(entries):  # newest first
+        changes = []
+        for name, (before, after) in entry["changes"].items():
+            f = ctx.entity.field(name)
+            if name == "state":
+                label, old, new = ctx.gettext("State"), state_label(ctx, before), state_label(ctx, after)
+            elif f is None:
+                label, old, new = name, _plain(before), _plain(after)
+            else:
+                label = f.label.get(ctx.locale)
+                old, new = display_text(f, before, ctx.locale, tz, titles), display_text(f, after, ctx.locale, tz, titles)
+            changes.append({"label": label, "before": old, "after": new})
+        at = dt.datetime.fromisoformat(entry["at"]).astimezone(tz).strftime("%Y-%m-%d %H:%M")
+        out.append({**entry, "at_local": at, "changes": changes})
+    return out
+
+
+def _plain(value: Any) -> str:
+    return "" if value is None else ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+@page
+def detail(request: Request) -> Response:
+    raw_id, as_json = strip_json(request.path_params["id"])
+    ctx = entity_context(request)
+    if not raw_id.isdigit():
+        raise NotFound("no such record")
+    record_id = int(raw_id)
+    item, stored, may_update = _record(ctx, record_id)
+    history = ctx.records.history(ctx.entity.name, record_id, ctx.actor)
+    if wants_json(request, as_json):
+        return json_response({"record": item, "history": history, "may_update": may_update})
+    history_links = [{name: v for name, pair in e["changes"].items() for v in pair if isinstance(v, int)} for e in history]
+    titles = exports.link_titles(ctx.records, ctx.entity, [item, *history_links], ctx.actor)
+    layout = layouts.evaluate(ctx.records, ctx.entity, stored, None, ctx.actor, ctx.locale, creating=False)
+    file_fields = [f for f in ctx.entity.active_fields if f.type in ("file", "image") and f.name in item]
+    file_ids = [v for f in file_fields for v in (item[f.name] if isinstance(item[f.name], list) else [item[f.name]]) if v]
+    files = file_rows(ctx.instance, file_ids)
+    sections = [
+        {"title": s.title, "fields": [field_view(ctx, fs.field, item.get(fs.field.name), titles=titles, files=files)
+                                      for fs in s.fields if fs.field.name in item and fs.field.type not in ("file", "image")]}
+        for s in layout.sections
+    ]  # fmt: skip
+    attachments = [field_view(ctx, f, item[f.name], files=files) for f in file_fields if item[f.name]]
+    actions = [{"kind": "edit", "label": ctx.gettext("Edit"), "href": f"{ctx.base}/{record_id}/edit"}] if may_update else []
+    data = {
+        "ctx": ctx, "item": item, "title": title(ctx.entity, item), "state_label": state_label(ctx, item.get("state")),
+        "sections": [s for s in sections if s["fields"]], "attachments": attachments, "actions": actions,
+        "timeline": timeline(ctx, history, titles),
+        "created_at": local_time(ctx, item["created_at"]), "updated_at": local_time(ctx, item["updated_at"]),
+    }  # fmt: skip
+    return render(request, "pages/detail.html", data, locale=ctx.locale, gettext=ctx.gettext)
