@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from engine import audit, permissions, queries, rules
+from engine import audit, permissions, queries, rules, tags
 from engine.actors import Actor
 from engine.db import Prepared, write
 from engine.errors import Forbidden, NotFound, StaleVersion, ValidationFailed, did_you_mean
@@ -168,6 +168,7 @@ class Records:
             for state in entity.states:
                 item[entered_column(state)] = to_json(r.get(entered_column(state)))
             out.append(item)
+        tags.attach(conn, self, entity, out)  # system tags and flags (rules' add_tag, mark)
         return out
 
     # -- writing -------------------------------------------------------------------------------

@@ -1,22 +1,55 @@
-"""Rules of SPEC.md section 5: what a change sets off (placeholder until the rules work lands).
+"""Rules of SPEC.md section 5: what a change sets off (docs/rules.md).
 
 ``run`` is called by the records service after every create, update and transition, inside the
-same transaction, with the :class:`Change`.
+same transaction, with the :class:`Change`; ``run_event`` raises events that happen outside
+records (``approved(A)``). The entity's rules that listen to one of the change's events run in the
+order written, each when its ``when`` holds on the record as it is by then (``previous()`` and
+``changed()`` compare with the record before the change). Every action acts as
+``actor.as_rule(rule.name)``, so the audit trail names the rule, and in the same transaction, so a
+failing action rolls back the change that fired it. Actions that change records fire those
+records' rules in turn; a chain deeper than :data:`MAX_DEPTH` is refused with :class:`RuleLoop`.
+
+Actions live beside the things they touch: ``assign`` in :mod:`engine.assignment`, tags and marks
+in :mod:`engine.tags`, ``notify``/``webhook`` in :mod:`engine.outbox`; ``set``, ``create``,
+``update`` and ``transition`` (plain record changes) are here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
+
+from engine import assignment, outbox, tags
 from engine.actors import Actor
-from engine.model import Entity
+from engine.errors import Conflict, DefinitionError, RecordError, ValidationFailed
+from engine.expressions import Compiled, SqlContext, compile_expression
+from engine.expressions.checker import Checker
+from engine.expressions.parser import ExprError, parse
+from engine.model import Entity, Field, Rule
+from engine.schema_events import parse_event
+from engine.values import is_empty
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
+    from engine.expressions import EvalContext
     from engine.records import Records
+
+MAX_DEPTH = 8  # rules firing rules: deeper than this is a loop in the definition
+MAX_UPDATE = 1000  # records one ``update`` action may change
+
+
+class RuleLoop(RecordError):
+    """Rules kept firing each other; the whole change is refused (and rolled back)."""
+
+    status = 409
+    code = "rule_loop"
 
 
 @dataclass(frozen=True)
@@ -32,5 +65,274 @@ class Change:
     transition: str | None = None
 
 
+# -- plans: which rules listen to what, worked out once per app --------------------------------
+
+
+@dataclass
+class EntityPlan:
+    rules: tuple[tuple[Rule, str], ...]  # (rule, its normalised event), in the order written
+    events: frozenset[str]
+    watched: tuple[str, ...]  # the fields some field_set(F) watches
+    values: dict[tuple[str, str, str | None], Compiled | None] = field(default_factory=dict)
+
+
+_plans: weakref.WeakKeyDictionary[Records, dict[str, EntityPlan | None]] = weakref.WeakKeyDictionary()
+_chain: ContextVar[tuple[str, ...]] = ContextVar("kiln_rule_chain", default=())
+
+
+def plan(records: Records, entity: Entity) -> EntityPlan | None:
+    """The entity's rules by event, or None when it has none that changes fire (the fast path)."""
+    per_app = _plans.setdefault(records, {})
+    if entity.name not in per_app:
+        listening = tuple((r, event_name(r.on)) for r in entity.rules if not r.on.strip().startswith("schedule"))
+        events = frozenset(e for _, e in listening)
+        watched = tuple(e[len("field_set(") : -1] for e in events if e.startswith("field_set("))
+        per_app[entity.name] = EntityPlan(listening, events, watched) if listening else None
+    return per_app[entity.name]
+
+
+def event_name(text: str) -> str:
+    """``field_set( report )`` -> ``field_set(report)``: one spelling to compare."""
+    event = parse_event(text)
+    return text.strip() if isinstance(event, str) else str(event)
+
+
+def events_of(change: Change, watched: tuple[str, ...]) -> set[str]:
+    """The events of a change. ``field_set(F)``: F holds a non-empty value that differs from the
+    one before (so filling F, and replacing its value, both count; clearing it does not)."""
+    before, after = change.before or {}, change.after
+    events = {"created"} if change.before is None else {"updated"}
+    old_state, new_state = before.get("state"), after.get("state")
+    if new_state is not None and new_state != old_state:
+        events.add(f"entered({new_state})")
+        if old_state is not None:
+            events.add(f"left({old_state})")
+    if change.transition:
+        events.add(f"transition({change.transition})")
+    for name in watched:
+        value = after.get(name)
+        if not is_empty(value) and value != before.get(name):
+            events.add(f"field_set({name})")
+    return events
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
 def run(records: Records, conn: Connection, change: Change) -> None:
-    """Run the entity's rules for ``change`` (none yet)."""
+    """Run the entity's rules for ``change``."""
+    entity_plan = plan(records, change.entity)
+    if entity_plan is None:
+        return
+    events = events_of(change, entity_plan.watched) & entity_plan.events
+    if events:
+        key = f"{records.app.name}/{change.entity.name}/{change.after['id']}/v{change.after.get('version')}"
+        fire(records, conn, change.entity, change.after, change.before, events, change.actor, change.now, key)
+
+
+def run_event(
+    records: Records, conn: Connection, entity: Entity, record: dict[str, Any], event: str, actor: Actor, now: dt.datetime
+) -> None:
+    """Run the rules listening to ``event`` (e.g. ``approved(director_approval)``) on ``record``."""
+    entity_plan = plan(records, entity)
+    name = event_name(event)
+    if entity_plan is None or name not in entity_plan.events:
+        return
+    key = f"{records.app.name}/{entity.name}/{record['id']}/v{record.get('version')}/{name}"
+    fire(records, conn, entity, record, record, {name}, actor, now, key)
+
+
+def fire(
+    records: Records, conn: Connection, entity: Entity, record: dict[str, Any], before: dict[str, Any] | None,
+    events: set[str], actor: Actor, now: dt.datetime, key: str,
+) -> None:  # fmt: skip
+    """Run, in order, the rules listening to one of ``events`` whose condition holds."""
+    entity_plan = plan(records, entity)
+    assert entity_plan is not None
+    chain = _chain.get()
+    current = record
+    for rule, event in entity_plan.rules:
+        if event not in events:
+            continue
+        scope = Scope(records, conn, entity, current, before, actor, now, rule, f"{key}/rule:{rule.name}")
+        if rule.when is not None and not records.expr(rule.when).evaluate(scope.context()):
+            continue
+        if len(chain) >= MAX_DEPTH:
+            names = " -> ".join((*chain, rule.name))
+            raise RuleLoop(f"rules keep firing each other ({names}); stopped after {MAX_DEPTH} steps and changed nothing")
+        token = _chain.set((*chain, rule.name))
+        try:
+            current = run_actions(scope)
+        finally:
+            _chain.reset(token)
+
+
+def run_actions(scope: Scope) -> dict[str, Any]:
+    """The rule's actions in order; returns the record as they left it."""
+    for index, action in enumerate(scope.rule.actions):
+        handler = ACTIONS.get(action.kind)
+        if handler is None:
+            raise ValidationFailed(f"rule '{scope.rule.name}': unknown action '{action.kind}'")
+        scope.index = index
+        try:
+            changed = handler(scope, action.args)
+        except RuleLoop:
+            raise
+        except RecordError as exc:  # say which rule failed, so the definition can be fixed
+            exc.message = f"rule '{scope.rule.name}' ({action.kind}): {exc.message}"
+            exc.args = (exc.message,)
+            raise
+        if changed:  # reload: the change may have fired further rules that changed it again
+            scope.record = scope.records.load(scope.conn, scope.entity, scope.record["id"]) or scope.record
+    return scope.record
+
+
+# -- the scope an action runs in ---------------------------------------------------------------
+
+
+@dataclass
+class Scope:
+    """One rule acting on one record: what its actions read and write with."""
+
+    records: Records
+    conn: Connection
+    entity: Entity
+    record: dict[str, Any]
+    before: dict[str, Any] | None
+    trigger: Actor  # who made the change (``user`` in conditions)
+    now: dt.datetime
+    rule: Rule
+    key: str  # the event key of the outbox
+    index: int = 0  # the action being run
+
+    @property
+    def actor(self) -> Actor:
+        return self.trigger.as_rule(self.rule.name)
+
+    @property
+    def event_key(self) -> str:
+        return f"{self.key}/{self.index}"
+
+    def context(self, entity: Entity | None = None, record: Mapping[str, Any] | None = None) -> EvalContext:
+        entity = entity or self.entity
+        record = self.record if record is None else record
+        previous = self.before if entity is self.entity else None
+        return self.records.checker.context(self.conn, entity, record, previous, self.trigger, self.now)
+
+    def compiled(self, source: str, entity: Entity | None = None, this: Entity | None = None) -> Compiled | None:
+        """``source`` compiled over ``entity`` (``this``: the rule's record), or None when it is not
+        an expression there (then it is literal text); compiled once per app."""
+        entity = entity or self.entity
+        cache = (plan(self.records, self.entity) or EntityPlan((), frozenset(), ())).values
+        key = (entity.name, source, this.name if this else None)
+        if key not in cache:
+            cache[key] = _compile(self.records, source, entity, this, self.rule)
+        return cache[key]
+
+    def value(self, f: Field | None, raw: Any, entity: Entity | None = None, this: Entity | None = None,
+              ctx: Callable[[], EvalContext] | None = None) -> Any:  # fmt: skip
+        """An action's value for field ``f``: a literal, or an expression's value."""
+        if not isinstance(raw, str) or (f is not None and _is_literal(f, raw)):
+            return raw
+        compiled = self.compiled(raw, entity, this)
+        if compiled is None:
+            return raw
+        return compiled.evaluate(ctx() if ctx else self.context())
+
+    def values(
+        self, target: Entity, raw: Mapping[str, Any], over: Entity | None = None, this: Entity | None = None,
+        ctx: Callable[[], EvalContext] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Values for fields of ``target``, expressions read over ``over`` (default: the rule's entity)."""
+        return {name: self.value(target.field(name), v, over, this, ctx) for name, v in (raw or {}).items()}
+
+
+def _compile(records: Records, source: str, entity: Entity, this: Entity | None, rule: Rule) -> Compiled | None:
+    try:
+        if this is None:
+            return compile_expression(source, rule.loc, records.app, entity, expect=None)
+        root = Checker(parse(source), records.app, entity, rule.loc, this_entity=this).check()
+        return Compiled(root, source=source, loc=rule.loc, app=records.app, entity=entity, this_entity=this)
+    except (DefinitionError, ExprError):
+        return None
+
+
+def _is_literal(f: Field, raw: str) -> bool:
+    """Values that would also parse as expressions but mean themselves: option keys, dates."""
+    if f.type in ("select", "multiselect"):
+        return raw in f.option_keys
+    if f.type in ("date", "datetime", "time"):
+        try:
+            dt.datetime.fromisoformat(raw) if f.type != "time" else dt.time.fromisoformat(raw)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+# -- record actions ----------------------------------------------------------------------------
+
+
+def action_set(scope: Scope, args: Mapping[str, Any]) -> bool:
+    values = scope.values(scope.entity, args)
+    scope.records.update_in(scope.conn, scope.entity, scope.record["id"], values, None, scope.actor, scope.now)
+    return True
+
+
+def action_transition(scope: Scope, name: str) -> bool:
+    from engine.workflow import transition_in  # the workflow builds on records, as rules do
+
+    transition_in(scope.records, scope.conn, scope.entity, scope.record["id"], str(name), {}, scope.actor, scope.now)
+    return True
+
+
+def action_create(scope: Scope, args: Mapping[str, Any]) -> bool:
+    target = scope.records.entity(str(args["entity"]))
+    values = scope.values(target, args.get("values") or {})
+    values = {k: v for k, v in values.items() if not is_empty(v)}  # an empty source leaves the default
+    scope.records.create_in(scope.conn, target, values, scope.actor, scope.now)
+    return False
+
+
+def action_update(scope: Scope, args: Mapping[str, Any]) -> bool:
+    """Change the records of an entity that match ``where`` (``this`` is the rule's record)."""
+    records, target = scope.records, scope.records.entity(str(args["entity"]))
+    table = records.tables(target).main
+    query = select(table.c.id).order_by(table.c.id).limit(MAX_UPDATE + 1)
+    if args.get("where"):
+        where = scope.compiled(str(args["where"]), target, this=scope.entity)
+        if where is None:
+            raise ValidationFailed(f"the where of update is not a valid expression over {target.name}: {args['where']}")
+        sql = SqlContext(records.schema, records.app, target, scope.now, scope.trigger, table=table, this_values=scope.record)
+        query = query.where(where.clause(sql))
+    ids = list(scope.conn.execute(query).scalars())
+    if len(ids) > MAX_UPDATE:
+        raise Conflict(f"update would change more than {MAX_UPDATE} {target.name} records; narrow its where")
+    for record_id in ids:
+        row = records.load(scope.conn, target, record_id)
+        if row is None:
+            continue
+
+        def ctx(row: dict[str, Any] = row) -> EvalContext:
+            context = scope.context(target, row)
+            context.this = scope.record
+            return context
+
+        values = scope.values(target, args["values"], over=target, this=scope.entity, ctx=ctx)
+        records.update_in(scope.conn, target, record_id, values, None, scope.actor, scope.now)
+    return target.name == scope.entity.name and scope.record["id"] in ids
+
+
+ACTIONS: dict[str, Callable[[Scope, Any], bool]] = {
+    "set": action_set,
+    "transition": action_transition,
+    "create": action_create,
+    "update": action_update,
+    "assign": assignment.action_assign,
+    "add_tag": tags.action_add_tag,
+    "remove_tag": tags.action_remove_tag,
+    "mark": tags.action_mark,
+    "unmark": tags.action_unmark,
+    "notify": outbox.action_notify,
+    "webhook": outbox.action_webhook,
+}

@@ -97,7 +97,7 @@ def value_type(f: Field, computed_type: str | None = None) -> TypeEngine:
 
 def system_tables(metadata: MetaData) -> dict[str, Table]:
     """The instance-wide tables: users, teams, roles, tokens, audit, files, sequences, migrations,
-    settings and failed logins."""
+    settings, failed logins, saved views and the tables of rules."""
     users = Table(
         "kiln_users", metadata,
         Column("id", IdType, primary_key=True, autoincrement=True),
@@ -215,8 +215,68 @@ def system_tables(metadata: MetaData) -> dict[str, Table]:
     )  # fmt: skip
     return {
         t.name: t
-        for t in (users, teams, members, roles, tokens, audit, files, sequences, migrations, settings, login_failures, saved_views)
-    }
+        for t in (
+            users, teams, members, roles, tokens, audit, files, sequences, migrations, settings, login_failures,
+            saved_views, *rule_tables(metadata),
+        )
+    }  # fmt: skip
+
+
+def rule_tables(metadata: MetaData) -> tuple[Table, ...]:
+    """The tables of rules (engine/rules.py and its helpers): the notification outbox, the
+    round-robin cursors, system tags and marks."""
+    # One row per (event, recipient, channel): the unique key makes queuing the same notification
+    # twice a no-op, so a retried change never sends twice (engine/outbox.py).
+    outbox = Table(
+        "kiln_outbox", metadata,
+        Column("id", IdType, primary_key=True, autoincrement=True),
+        Column("app", String(64), nullable=False),
+        Column("entity", String(64), nullable=False),
+        Column("record_id", BigInteger, nullable=True),
+        Column("event_key", String(300), nullable=False),
+        Column("channel", String(32), nullable=False),
+        Column("recipient", String(500), nullable=False),
+        Column("payload", JSON, nullable=False),
+        Column("status", String(16), nullable=False, default="pending"),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("next_attempt_at", UTCDateTime, nullable=True),
+        Column("sent_at", UTCDateTime, nullable=True),
+        Column("last_error", Text, nullable=True),
+        UniqueConstraint("event_key", "recipient", "channel", name="uq_kiln_outbox_event"),
+        Index("ix_kiln_outbox_status", "status", "next_attempt_at", "id"),
+        Index("ix_kiln_outbox_record", "app", "entity", "record_id", "id"),
+    )  # fmt: skip
+    # The turn counter of a round-robin assignment, one row per (app, entity, field, pool); taken
+    # with an atomic upsert so concurrent creates never get the same turn (engine/assignment.py).
+    cursors = Table(
+        "kiln_assign_cursor", metadata,
+        Column("app", String(64), primary_key=True),
+        Column("entity", String(64), primary_key=True),
+        Column("field", String(64), primary_key=True),
+        Column("pool", String(200), primary_key=True),
+        Column("turn", BigInteger, nullable=False),
+    )  # fmt: skip
+    # Tags and marks of records of entities without a tags field (engine/tags.py).
+    tags = Table(
+        "kiln_tags", metadata,
+        Column("app", String(64), primary_key=True),
+        Column("entity", String(64), primary_key=True),
+        Column("record_id", BigInteger, primary_key=True),
+        Column("tag", String(200), primary_key=True),
+        Index("ix_kiln_tags_tag", "app", "entity", "tag", "record_id"),
+    )  # fmt: skip
+    marks = Table(
+        "kiln_marks", metadata,
+        Column("app", String(64), primary_key=True),
+        Column("entity", String(64), primary_key=True),
+        Column("record_id", BigInteger, primary_key=True),
+        Column("color", String(16), primary_key=True),
+        Column("marked_at", UTCDateTime, nullable=False),
+        Column("rule", String(200), nullable=True),
+        Index("ix_kiln_marks_color", "app", "entity", "color", "record_id"),
+    )  # fmt: skip
+    return outbox, cursors, tags, marks
 
 
 @dataclass
