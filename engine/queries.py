@@ -46,13 +46,15 @@ class ListSpec:
     search: str | None = None
     sort: str = "-id"
     limit: int = 50
-    cursor: str | None = None
+    cursor: str | None = None  # the page after this (value, id)
+    before: str | None = None  # the page before this (value, id): the "previous" link
 
 
 @dataclass
 class Page:
     items: list[dict[str, Any]]
     next_cursor: str | None
+    prev_cursor: str | None = None  # a ``before`` for the previous page, if there is one
 
 
 def encode_cursor(values: list[Any]) -> str:
@@ -201,6 +203,8 @@ class Query:
         limit = max(1, min(int(spec.limit or 50), MAX_LIMIT))
         hidden = permissions.hidden_fields(entity, actor)
         column, descending = self._sort_column(entity, spec.sort, hidden)
+        if spec.before:
+            return self._page_before(conn, entity, actor, spec, column, descending, limit)
         table = self.records.tables(entity).main
         query = self.filtered(entity, actor, spec, conn)
         if spec.cursor:
@@ -215,8 +219,43 @@ class Query:
         more = len(rows) > limit
         rows = rows[:limit]
         self.records.attach_children(conn, entity, rows)
-        next_cursor = encode_cursor([rows[-1][column.name], rows[-1]["id"]]) if more and rows else None
-        return Page(rows, next_cursor)
+        next_cursor = _cursor_of(column, rows[-1]) if more and rows else None
+        prev_cursor = _cursor_of(column, rows[0]) if spec.cursor and rows else None
+        return Page(rows, next_cursor, prev_cursor)
+
+    def _page_before(
+        self, conn: Connection, entity: Entity, actor: Actor, spec: ListSpec, column: Any, descending: bool, limit: int
+    ) -> Page:
+        """The page preceding ``spec.before``: the same order read backwards, then flipped."""
+        table = self.records.tables(entity).main
+        raw_value, last_id = decode_cursor(spec.before or "")
+        try:
+            last_id = int(last_id)
+        except (TypeError, ValueError):
+            raise BadQuery("the cursor is not valid", {"cursor": "invalid"}) from None
+        query = self.filtered(entity, actor, spec, conn).where(self._before(column, table.c.id, raw_value, last_id, descending))
+        if column.name == "id":
+            order = [table.c.id.asc() if descending else table.c.id.desc()]
+        elif descending:
+            order = [column.asc().nulls_first(), table.c.id.asc()]
+        else:
+            order = [column.desc().nulls_first(), table.c.id.desc()]
+        rows = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]
+        more = len(rows) > limit
+        rows = list(reversed(rows[:limit]))
+        self.records.attach_children(conn, entity, rows)
+        return Page(rows, _cursor_of(column, rows[-1]) if rows else None, _cursor_of(column, rows[0]) if more and rows else None)
+
+    def _before(self, column: Any, id_column: Any, raw: Any, last_id: int, descending: bool) -> ColumnElement[bool]:
+        """Rows preceding ``(raw, last_id)`` in the list's order (NULLs sort last)."""
+        id_before = id_column > last_id if descending else id_column < last_id
+        if column.name == "id":
+            return id_before
+        if raw is None:
+            return or_(column.is_not(None), and_(column.is_(None), id_before))
+        value = _cursor_value(column, raw)
+        earlier = column > value if descending else column < value
+        return or_(earlier, and_(column == value, id_before))
 
     def _after(self, column: Any, id_column: Any, cursor: list[Any], descending: bool) -> ColumnElement[bool]:
         """Rows after the cursor's (value, id) in the list's order (NULLs sort last)."""
@@ -240,6 +279,10 @@ class Query:
         inner = self.filtered(entity, actor, spec, conn).with_only_columns(table.c.id).limit(cap + 1).subquery()
         n = int(conn.execute(select(func.count()).select_from(inner)).scalar_one())
         return min(n, cap), n > cap
+
+
+def _cursor_of(column: Any, row: dict[str, Any]) -> str:
+    return encode_cursor([row[column.name], row["id"]])
 
 
 def _cursor_value(column: Any, raw: Any) -> Any:

@@ -114,9 +114,12 @@ class Records:
     def list(
         self, entity_name: str, actor: Actor, *, where: str | None = None, filters: Mapping[str, Any] | None = None,
         search: str | None = None, sort: str = "-id", limit: int = 50, cursor: str | None = None,
+        before: str | None = None,
     ) -> queries.Page:  # fmt: skip
         entity = self.entity(entity_name)
-        spec = queries.ListSpec(where=where, filters=dict(filters or {}), search=search, sort=sort, limit=limit, cursor=cursor)
+        spec = queries.ListSpec(
+            where=where, filters=dict(filters or {}), search=search, sort=sort, limit=limit, cursor=cursor, before=before
+        )
         with self.instance.engine.connect() as conn:
             page = self.query.page(conn, entity, actor, spec)
             page.items = self.to_api(conn, entity, page.items, actor)

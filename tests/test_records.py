@@ -246,6 +246,13 @@ def test_keyset_pages_filters_search_and_where(repair):
         expected = sorted(seen, key=lambda t: (t[key], t["id"]), reverse=sort.startswith("-"))
         assert [t["id"] for t in seen] == [t["id"] for t in expected], sort
         assert len({t["id"] for t in seen}) == 57
+        # And back again, page by page, from the last page's ``prev_cursor``.
+        back, before = [], page.prev_cursor
+        while before:
+            previous = records.list("ticket", SYSTEM, sort=sort, limit=10, before=before)
+            back = previous.items + back
+            before = previous.prev_cursor
+        assert [t["id"] for t in back + page.items] == [t["id"] for t in seen], sort
     assert records.count("ticket", SYSTEM, filters={"category": "mechanical"}) == (19, False)
     assert records.count("ticket", SYSTEM, filters={"tags": "夜班"}) == (12, False)
     assert records.count("ticket", SYSTEM, filters={"device": other["id"]}) == (29, False)

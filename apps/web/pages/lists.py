@@ -6,12 +6,12 @@ from the rows, saved views, bulk actions, exports, and the JSON twin (``.json`` 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from apps.web.pages import keyset
 from apps.web.pages.context import (
     PageContext,
     entity_context,
@@ -26,7 +26,7 @@ from apps.web.pages.liststate import ListState, filter_fields, parse_state, to_s
 from engine import exports, permissions
 from engine.errors import Forbidden, NotFound
 from engine.model import Entity, Field
-from engine.queries import COUNT_CAP
+from engine.queries import COUNT_CAP, Page
 from engine.savedviews import SavedViews
 
 LIST_TYPES_SKIPPED = frozenset({"textarea", "richtext", "file", "image", "location", "computed"})
@@ -55,12 +55,12 @@ def state_label(ctx: PageContext, state: str | None) -> str:
     return found.label.get(ctx.locale) if found else (state or "")
 
 
-def read_page(ctx: PageContext, state: ListState) -> tuple[list[dict[str, Any]], keyset.Window, dict]:
+def read_page(ctx: PageContext, state: ListState) -> tuple[list[dict[str, Any]], Page, dict]:
     records = ctx.records
-    spec = to_spec(state, ctx.entity, ctx.app.timezone)
+    spec = replace(to_spec(state, ctx.entity, ctx.app.timezone), before=state.before)
     with ctx.instance.engine.connect() as conn:
-        window = keyset.read(records, conn, ctx.entity, ctx.actor, spec, state.before)
-        items = records.to_api(conn, ctx.entity, window.rows, ctx.actor)
+        window = records.query.page(conn, ctx.entity, ctx.actor, spec)
+        items = records.to_api(conn, ctx.entity, window.items, ctx.actor)
     titles = exports.link_titles(records, ctx.entity, items, ctx.actor)
     return items, window, titles
 
