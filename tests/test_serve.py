@@ -78,7 +78,7 @@ def test_first_run_installs_the_pack_and_serves(tmp_path: Path, db_url: str):
         health = wait_healthy(process, port)
         assert health == {"status": "ok", "database": "ok", "apps": ["service_ticket"]}
         home = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
-        assert home.status_code == 303 and home.headers["location"] == "/login?next=/"
+        assert home.status_code == 303 and home.headers["location"] == "/login?next=%2F"
     finally:
         output = stop(process)
     assert (definitions / "service_ticket" / ".pack.yaml").is_file()
@@ -97,10 +97,13 @@ def test_first_run_installs_the_pack_and_serves(tmp_path: Path, db_url: str):
     process, port = serve(definitions, db_url, "--first-run")
     try:
         wait_healthy(process, port)
-        with log_in(port, "admin", password) as http:
+        http = log_in(port, "admin", password)
+        try:
             tickets = http.get("/a/service_ticket/ticket.json").json()
             assert len(tickets["items"]) > 0 and all(t["number"].startswith("GD") for t in tickets["items"])
             assert "服务工单" in http.get("/a/service_ticket/ticket").text
+        finally:
+            http.close()
     finally:
         output = stop(process)
     assert "fresh instance" not in output and "created the instance administrator" not in output
