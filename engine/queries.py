@@ -154,7 +154,7 @@ class Query:
         try:
             values = [parse(f, v, self.records.timezone) for v in (raw if isinstance(raw, list) else [raw])]
         except BadValue as exc:
-            raise BadQuery(f"bad filter value for {name}: {exc}", {name: str(exc)}) from None
+            raise BadQuery(f"bad filter value for {name}: {exc}", {name: exc.message}) from None
         flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
         if f.type == "user":
             ids = self.records.users.ids(conn, [v for v in flat if isinstance(v, str)])

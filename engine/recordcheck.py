@@ -22,6 +22,7 @@ from engine.actors import Actor
 from engine.db import Prepared
 from engine.errors import ValidationFailed
 from engine.expressions import Compiled, EvalContext, SqlContext
+from engine.messages import Msg
 from engine.model import Entity, Expr, Field
 from engine.values import BadValue, is_empty, parse
 
@@ -87,7 +88,7 @@ class RecordChecker:
             try:
                 record[f.name] = parse(f, value, self.records.timezone) if not isinstance(value, dt.datetime | dt.date) else value
             except BadValue as exc:  # the definition's default does not fit its own field
-                raise ValidationFailed(f"the default of {f.name} is not valid: {exc}", {f.name: str(exc)}) from None
+                raise ValidationFailed(f"the default of {f.name} is not valid: {exc}", {f.name: exc.message}) from None
             if f.type == "user" and isinstance(record[f.name], str):
                 record[f.name] = self.records.users.ids(conn, [record[f.name]]).get(record[f.name])
 
@@ -122,10 +123,10 @@ class RecordChecker:
                 resolved = [ids.get(v) if isinstance(v, str) else v for v in values]
                 missing = [str(v) for v, r in zip(values, resolved, strict=True) if r is None]
                 if missing:
-                    errors[f.name] = "no such user: " + ", ".join(missing)
+                    errors[f.name] = Msg("no such user: %(names)s", names=", ".join(missing))
                     continue
                 if f.role and not users.all_have_role(conn, resolved, self.records.app.name, f.role):
-                    errors[f.name] = f"the user must have the role {f.role}"
+                    errors[f.name] = Msg("the user must have the role %(role)s", role=f.role)
                     continue
                 parsed[f.name] = resolved if f.is_multi else resolved[0]
             elif f.type == "link":
@@ -136,16 +137,16 @@ class RecordChecker:
                     found = set(conn.execute(_ids_in(target), {"ids": values}).scalars())
                 missing = [str(v) for v in values if v not in found]
                 if missing:
-                    errors[f.name] = f"no {f.entity} record with id " + ", ".join(missing)
+                    errors[f.name] = Msg("no %(entity)s record with id %(ids)s", entity=f.entity, ids=", ".join(missing))
             elif f.type in ("file", "image"):
                 files = self.records.schema.system["kiln_files"]
                 rows = conn.execute(select(files.c.id, files.c.size, files.c.filename).where(files.c.id.in_(values))).all()
                 if len(rows) != len(set(values)):
-                    errors[f.name] = "no such file; upload it first with POST /api/v1/files"
+                    errors[f.name] = Msg("no such file; upload it first with POST /api/v1/files")
                 elif f.max_size and any(r.size > f.max_size for r in rows):
-                    errors[f.name] = f"a file is larger than {f.max_size} bytes"
+                    errors[f.name] = Msg("a file is larger than %(size)s bytes", size=f.max_size)
                 elif f.accept and any(not _accepts(f.accept, r.filename) for r in rows):
-                    errors[f.name] = "accepted file types: " + ", ".join(f.accept)
+                    errors[f.name] = Msg("accepted file types: %(types)s", types=", ".join(f.accept))
         if errors:
             raise ValidationFailed("some values are not valid", errors)
 
@@ -159,7 +160,7 @@ class RecordChecker:
         if not guarded:
             return
         ctx = self.context(conn, entity, before, None, actor, now)
-        errors = {f.name: "this field cannot be changed now" for f in guarded if self.evaluate(f.readonly_if, ctx)}  # type: ignore[arg-type]
+        errors = {f.name: Msg("this field cannot be changed now") for f in guarded if self.evaluate(f.readonly_if, ctx)}  # type: ignore[arg-type]
         if errors:
             raise ValidationFailed("some fields cannot be changed now", errors)
 
@@ -190,7 +191,7 @@ class RecordChecker:
             if is_empty(value):
                 needed = f.required or (f.required_if is not None and self.evaluate(f.required_if, context()))
                 if needed and self.visible(entity, f, context):
-                    errors[f.name] = "required"
+                    errors[f.name] = Msg("required")
                 continue
             message = self.check_value(f, value)
             if message:
@@ -203,7 +204,7 @@ class RecordChecker:
                     if record.get("id") is not None:
                         query = query.where(table.c.id != record["id"])
                     if conn.execute(query).first() is not None:
-                        errors[f.name] = "already used by another record"
+                        errors[f.name] = Msg("already used by another record")
         for v in entity.validations:
             if self.evaluate(v.when, context()):
                 for name in v.fields or ("",):
@@ -215,14 +216,14 @@ class RecordChecker:
     def check_value(self, f: Field, value: Any) -> str | None:
         for item in _values(value):
             if f.max_length is not None and isinstance(item, str) and len(item) > f.max_length:
-                return f"at most {f.max_length} characters"
+                return Msg("at most %(n)s characters", n=f.max_length)
             if f.pattern and isinstance(item, str) and not _pattern(f.pattern).search(item):
-                return f"does not match the expected format ({f.pattern})"
+                return Msg("does not match the expected format (%(pattern)s)", pattern=f.pattern)
             if isinstance(item, int | float) and not isinstance(item, bool) or hasattr(item, "as_tuple"):
                 if f.min is not None and item < f.min:
-                    return f"at least {f.min}"
+                    return Msg("at least %(n)s", n=f.min)
                 if f.max is not None and f.type != "rating" and item > f.max:
-                    return f"at most {f.max}"
+                    return Msg("at most %(n)s", n=f.max)
         return None
 
 

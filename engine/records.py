@@ -27,6 +27,7 @@ from engine import audit, permissions, queries, rules, tags
 from engine.actors import Actor
 from engine.db import Prepared, write
 from engine.errors import Forbidden, NotFound, StaleVersion, ValidationFailed, did_you_mean
+from engine.messages import Msg
 from engine.model import Entity, Expr
 from engine.numbering import NumberFormat, make_number
 from engine.recordcheck import RecordChecker
@@ -222,7 +223,8 @@ class Records:
             conn, self.schema.system["kiln_audit"], app=self.app.name, entity=entity.name, record_id=record["id"],
             action="create", actor=actor, at=now, changes=changes,
         )  # fmt: skip
-        self.after_change(conn, Change(entity, None, record, actor, now))
+        if self.after_change(conn, Change(entity, None, record, actor, now)):
+            record = self.load(conn, entity, record["id"]) or record  # as the rules left it
         return record
 
     def update(
@@ -290,13 +292,14 @@ class Records:
             changes=audit.diff(self._audit_view(conn, entity, before), self._audit_view(conn, entity, record), names),
             comment=comment,
         )  # fmt: skip
-        self.after_change(conn, Change(entity, before, record, actor, now, transition=transition))
+        if self.after_change(conn, Change(entity, before, record, actor, now, transition=transition)):
+            record = self.load(conn, entity, record_id) or record  # as the rules left it
         return record
 
-    def after_change(self, conn: Connection, change: Change) -> None:
+    def after_change(self, conn: Connection, change: Change) -> bool:
         """Everything a change sets off, in its own transaction: the entity's rules (which may
-        change records themselves, and so come back here)."""
-        rules.run(self, conn, change)
+        change records themselves, and so come back here). True when a rule acted."""
+        return rules.run(self, conn, change)
 
     def parse_input(self, conn: Connection, entity: Entity, values: Mapping[str, Any], actor: Actor, creating: bool) -> dict[str, Any]:
         """Input values as Python values; every bad field is reported at once."""
@@ -308,24 +311,24 @@ class Records:
         for name, raw in values.items():
             field = entity.field(name)
             if name in READONLY_SYSTEM or (name.startswith("entered_") and name.endswith("_at")):
-                errors[name] = "set by the system; it cannot be changed" if name != "state" else "changes only through a transition"
+                errors[name] = Msg("set by the system; it cannot be changed") if name != "state" else Msg("changes only through a transition")
             elif field is None:
                 errors[name] = f"unknown field{_suggest(name, entity)}"
             elif field.disabled:
-                errors[name] = "this field is disabled"
+                errors[name] = Msg("this field is disabled")
             elif field.is_computed:
-                errors[name] = "computed from other fields; it cannot be set"
+                errors[name] = Msg("computed from other fields; it cannot be set")
             elif name in readonly:
-                errors[name] = "your role may not change this field"
+                errors[name] = Msg("your role may not change this field")
             else:
                 try:
                     parsed[name] = parse(field, raw, self.timezone)
                 except BadValue as exc:
-                    errors[name] = str(exc)
+                    errors[name] = exc.message
                     continue
                 if any(isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63 for v in _as_list(parsed[name])):
                     # past 64 bits no column holds it (the database would fail, not refuse)
-                    errors[name] = "the number is out of range"
+                    errors[name] = Msg("the number is out of range")
                     del parsed[name]
         if errors:
             raise ValidationFailed("some values are not valid", errors)
@@ -380,4 +383,4 @@ def _unique_fields(exc: IntegrityError) -> dict[str, str]:
     ``Key (column)=(value)``."""
     text = str(exc.orig)
     names = re.findall(r"UNIQUE constraint failed: [\w.]+?\.(\w+)", text) or re.findall(r"Key \((\w+)\)=", text)
-    return {name: "already used by another record" for name in names} or {"": "already used by another record"}
+    return {name: Msg("already used by another record") for name in names} or {"": Msg("already used by another record")}

@@ -13,6 +13,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from engine.messages import Msg
 from engine.model import Field
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -22,39 +23,43 @@ _FILE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class BadValue(ValueError):
-    """An input value the field cannot hold; the message is shown beside the field."""
+    """An input value the field cannot hold; the message (a Msg) is shown beside the field."""
+
+    @property
+    def message(self) -> str:
+        return self.args[0]
 
 
 def _text(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
-        raise BadValue("expected text")
+        raise BadValue(Msg("expected text"))
     return str(value)
 
 
 def _integer(value: Any) -> int:
     if isinstance(value, bool):
-        raise BadValue("expected a whole number")
+        raise BadValue(Msg("expected a whole number"))
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
         return int(value)
-    raise BadValue("expected a whole number")
+    raise BadValue(Msg("expected a whole number"))
 
 
 def _decimal(value: Any, scale: int) -> Decimal:
     if isinstance(value, bool):
-        raise BadValue("expected a number")
+        raise BadValue(Msg("expected a number"))
     try:
         number = Decimal(str(value).strip()) if isinstance(value, str | int | float | Decimal) else None
     except InvalidOperation:
         number = None
     if number is None or not number.is_finite():
-        raise BadValue("expected a number")
+        raise BadValue(Msg("expected a number"))
     quantum = Decimal(1).scaleb(-scale)
     if number != number.quantize(quantum):
-        raise BadValue(f"at most {scale} decimal places")
+        raise BadValue(Msg("at most %(n)s decimal places", n=scale))
     return number.quantize(quantum)
 
 
@@ -67,7 +72,7 @@ def _boolean(value: Any) -> bool:
         return False
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    raise BadValue("expected true or false")
+    raise BadValue(Msg("expected true or false"))
 
 
 def _date(value: Any) -> dt.date:
@@ -80,7 +85,7 @@ def _date(value: Any) -> dt.date:
             return dt.date.fromisoformat(value.strip())
         except ValueError:
             pass
-    raise BadValue("expected a date like 2026-02-18")
+    raise BadValue(Msg("expected a date like 2026-02-18"))
 
 
 def _datetime(value: Any, timezone: dt.tzinfo) -> dt.datetime:
@@ -93,7 +98,7 @@ def _datetime(value: Any, timezone: dt.tzinfo) -> dt.datetime:
         except ValueError:
             parsed = None
     if parsed is None:
-        raise BadValue("expected a date and time like 2026-02-18T09:30:00+08:00")
+        raise BadValue(Msg("expected a date and time like 2026-02-18T09:30:00+08:00"))
     if parsed.tzinfo is None:  # a local time of the app's timezone, as typed in a form
         parsed = parsed.replace(tzinfo=timezone)
     return parsed.astimezone(dt.UTC)
@@ -107,19 +112,19 @@ def _time(value: Any) -> dt.time:
             return dt.time.fromisoformat(value.strip())
         except ValueError:
             pass
-    raise BadValue("expected a time like 09:30")
+    raise BadValue(Msg("expected a time like 09:30"))
 
 
 def _option(f: Field, value: Any) -> str:
     key = _text(value)
     if key not in f.option_keys:
-        raise BadValue("expected one of: " + ", ".join(f.option_keys))
+        raise BadValue(Msg("expected one of: %(options)s", options=", ".join(f.option_keys)))
     return key
 
 
 def _file_id(value: Any) -> str:
     if not isinstance(value, str) or not _FILE_ID.match(value):
-        raise BadValue("expected a file id from POST /api/v1/files")
+        raise BadValue(Msg("expected a file id from POST /api/v1/files"))
     return value
 
 
@@ -127,7 +132,7 @@ def _reference(value: Any) -> int:
     try:
         return _integer(value)
     except BadValue:
-        raise BadValue("expected the id of a record") from None
+        raise BadValue(Msg("expected the id of a record")) from None
 
 
 def parse_one(f: Field, value: Any, timezone: dt.tzinfo) -> Any:
@@ -138,17 +143,17 @@ def parse_one(f: Field, value: Any, timezone: dt.tzinfo) -> Any:
     if t == "email":
         text = _text(value).strip()
         if not _EMAIL.match(text):
-            raise BadValue("expected an e-mail address")
+            raise BadValue(Msg("expected an e-mail address"))
         return text
     if t == "phone":
         text = _text(value).strip()
         if not _PHONE.match(text):
-            raise BadValue("expected a phone number")
+            raise BadValue(Msg("expected a phone number"))
         return text
     if t == "url":
         text = _text(value).strip()
         if not _URL.match(text):
-            raise BadValue("expected a web address starting with http:// or https://")
+            raise BadValue(Msg("expected a web address starting with http:// or https://"))
         return text
     if t in ("integer",):
         return _integer(value)
@@ -156,7 +161,7 @@ def parse_one(f: Field, value: Any, timezone: dt.tzinfo) -> Any:
         number = _integer(value)
         top = int(f.max) if f.max is not None else 5
         if not 1 <= number <= top:
-            raise BadValue(f"expected a rating from 1 to {top}")
+            raise BadValue(Msg("expected a rating from 1 to %(top)s", top=top))
         return number
     if t == "decimal":
         return _decimal(value, f.scale)
@@ -173,7 +178,7 @@ def parse_one(f: Field, value: Any, timezone: dt.tzinfo) -> Any:
     if t == "tags":
         tag = _text(value).strip()
         if not tag:
-            raise BadValue("a tag cannot be empty")
+            raise BadValue(Msg("a tag cannot be empty"))
         return tag
     if t == "team":
         return _text(value)
@@ -183,7 +188,7 @@ def parse_one(f: Field, value: Any, timezone: dt.tzinfo) -> Any:
         return _reference(value)
     if t in ("file", "image"):
         return _file_id(value)
-    raise BadValue(f"the field type {t} cannot be set")
+    raise BadValue(Msg("the field type %(type)s cannot be set", type=t))
 
 
 def is_empty(value: Any) -> bool:

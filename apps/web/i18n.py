@@ -29,6 +29,7 @@ from starlette.responses import RedirectResponse, Response
 
 from apps.web import security
 from engine import accounts
+from engine.messages import Msg
 from engine.model import App, Label
 
 LOCALES_DIR = Path(__file__).resolve().parents[2] / "locales"
@@ -65,6 +66,8 @@ def translator(locale: str | None) -> Gettext:
     messages = catalog(normalise(locale) or DEFAULT_LOCALE)
 
     def gettext(msgid: str, /, **params: Any) -> str:
+        if isinstance(msgid, Msg):  # an engine message: its own msgid and parameters
+            msgid, params = msgid.msgid, {**msgid.params, **params}
         text = messages.get(msgid) or msgid
         return text % params if params else text
 
