@@ -211,6 +211,10 @@ class Query:
             query = query.where(self._after(column, table.c.id, decode_cursor(spec.cursor), descending))
         if column.name == "id":
             order = [table.c.id.desc() if descending else table.c.id.asc()]
+        elif not column.nullable:
+            # No NULLs to place: plain order, which both databases read straight off the
+            # (column, id) index (PostgreSQL could not for DESC NULLS LAST).
+            order = [column.desc(), table.c.id.desc()] if descending else [column.asc(), table.c.id.asc()]
         elif descending:
             order = [column.desc().nulls_last(), table.c.id.desc()]
         else:
@@ -236,6 +240,8 @@ class Query:
         query = self.filtered(entity, actor, spec, conn).where(self._before(column, table.c.id, raw_value, last_id, descending))
         if column.name == "id":
             order = [table.c.id.asc() if descending else table.c.id.desc()]
+        elif not column.nullable:
+            order = [column.asc(), table.c.id.asc()] if descending else [column.desc(), table.c.id.desc()]
         elif descending:
             order = [column.asc().nulls_first(), table.c.id.asc()]
         else:
