@@ -218,6 +218,42 @@ def entity_paths(app: str, entity: Entity) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def workflow_paths(app: str, entity: Entity) -> dict[str, Any]:
+    """Transitions and approvals of an entity with a workflow (apps/api/workflow.py)."""
+    assert entity.workflow is not None
+    schema, prefix = f"{app}.{entity.name}", f"/{app}/{entity.name}/{{id}}"
+    record_id, tag = _param("id", "path", ID), [schema]
+    names = [t.name for t in entity.workflow.transitions]
+    body = {"type": "object", "description": "the fields the transition requires (or any other the user may set), and",
+            "properties": {"comment": {"type": ["string", "null"]}, "version": {**INT64, "minimum": 1, "description": "instead of If-Match"}}}
+    paths: dict[str, Any] = {
+        f"{prefix}/transitions": {"get": {
+            "operationId": f"{schema}.transitions", "tags": tag, "summary": "The transitions the user may take now",
+            "parameters": [record_id], "responses": _responses({"200": _json({"type": "object", "required": ["items"], "properties": {
+                "items": {"type": "array", "items": _ref("AvailableTransition")}}})}, "404")}},
+        f"{prefix}/transitions/{{name}}": {"post": {
+            "operationId": f"{schema}.transition", "tags": tag, "summary": "Take a workflow transition",
+            "parameters": [record_id, _param("name", "path", {"type": "string", "enum": names}),
+                           _param("If-Match", "header", {"type": "string"}, "the version read (or version in the body)")],
+            "requestBody": {"content": {"application/json": {"schema": body}}},
+            "responses": _responses({"200": _json(_ref(schema))}, "400", "403", "404", "409", "413", "422", "428")}},
+        f"{prefix}/approvals": {"get": {
+            "operationId": f"{schema}.approvals", "tags": tag, "summary": "The record's approval steps, oldest first",
+            "parameters": [record_id], "responses": _responses({"200": _json({"type": "object", "required": ["items"], "properties": {
+                "items": {"type": "array", "items": _ref("ApprovalStep")}}})}, "404")}},
+    }
+    if entity.workflow.approvals:
+        decision = {"type": "object", "required": ["decision"], "properties": {
+            "decision": {"type": "string", "enum": ["approve", "reject"]}, "comment": {"type": ["string", "null"]}}}
+        paths[f"{prefix}/approvals/{{name}}"] = {"post": {
+            "operationId": f"{schema}.decide", "tags": tag, "summary": "Approve or reject a pending approval step",
+            "parameters": [record_id, _param("name", "path", {"type": "string", "enum": [a.name for a in entity.workflow.approvals]})],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": decision}}},
+            "responses": _responses({"200": _json({"type": "object", "required": ["approval", "record"], "properties": {
+                "approval": _ref("ApprovalStep"), "record": _ref(schema)}})}, "400", "403", "404", "409", "413", "422")}}
+    return paths  # fmt: skip
+
+
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["code", "message", "fields"], "properties": {
@@ -227,6 +263,17 @@ SCHEMAS: dict[str, Any] = {
         "id": {"type": "integer"}, "action": {"type": "string"}, "actor": {"type": "string"}, "at": DATETIME,
         "changes": {"type": "object", "description": "field -> [before, after]"}, "rule": {"type": ["string", "null"]},
         "comment": {"type": ["string", "null"]}}},
+    "AvailableTransition": {"type": "object", "properties": {
+        "name": {"type": "string"}, "label": {"type": "string"}, "to": {"type": "string"},
+        "requires": {"type": "array", "items": {"type": "string"}}, "comment": {"type": "string", "enum": ["required", "optional", "none"]},
+        "blocked": {"type": ["string", "null"], "description": "why it cannot run yet (a pending approval, a guard)"}}},
+    "ApprovalStep": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "name": {"type": "string"}, "label": {"type": "string"},
+        "status": {"type": "string", "enum": ["pending", "approved", "rejected"]}, "mode": {"type": "string", "enum": ["any", "all"]},
+        "state": {"type": ["string", "null"]}, "opened_at": DATETIME, "closed_at": {"type": ["string", "null"], "format": "date-time"},
+        "approvers": {"type": "array", "items": {"type": "object", "properties": {
+            "user": {"type": ["string", "null"]}, "decision": {"type": ["string", "null"]}, "comment": {"type": ["string", "null"]},
+            "decided_at": {"type": ["string", "null"], "format": "date-time"}}}}}},
     "File": {"type": "object", "required": ["id", "filename", "size", "content_type"], "properties": {
         "id": FILE_ID, "filename": {"type": "string"}, "size": {"type": "integer", "minimum": 0}, "content_type": {"type": "string"}}},
 }  # fmt: skip
@@ -254,6 +301,11 @@ def static_paths() -> dict[str, Any]:
             "parameters": [_param("file_id", "path", FILE_ID)],
             "responses": _responses({"200": {"description": "The file", "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"}}}}}, "404")}},
+        "/me/approvals": {"get": {
+            "operationId": "me.approvals", "tags": ["workflow"], "summary": "The approval steps waiting for the user's decision",
+            "responses": _responses({"200": _json({"type": "object", "required": ["items"], "properties": {"items": {"type": "array",
+                "items": {"type": "object", "properties": {"app": {"type": "string"}, "entity": {"type": "string"},
+                                                           "record_id": {"type": "integer"}, "approval": {"type": "string"}}}}}})})}},
         "/openapi.json": {"get": {
             "operationId": "openapi", "tags": ["meta"], "summary": "This document", "security": [],
             "responses": {"200": _json({"type": "object"})}}},
@@ -270,6 +322,8 @@ def document(compiled: Compiled) -> dict[str, Any]:
             schemas[f"{name}.create"] = input_schema(entity, creating=True)
             schemas[f"{name}.update"] = input_schema(entity, creating=False)
             paths.update(entity_paths(app_name, entity))
+            if entity.workflow is not None:
+                paths.update(workflow_paths(app_name, entity))
     return {
         "openapi": "3.1.0",
         "info": {"title": "Kiln API", "version": "1", "description": "The JSON API of the apps of this instance (SPEC.md section 8)."},

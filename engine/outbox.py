@@ -13,11 +13,19 @@ so a replayed event is never sent twice.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
+
+from engine import assignment, audit
+from engine.actors import SYSTEM
+from engine.values import to_json
+
+if TYPE_CHECKING:
+    from engine.rules import Scope
 
 PENDING = "pending"
 
@@ -33,10 +41,13 @@ def enqueue(
         "next_attempt_at": now,
     }  # fmt: skip
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(outbox).values(**values).on_conflict_do_nothing(
-        index_elements=["event_key", "recipient", "channel"]
+    statement = (
+        dialect.insert(outbox)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["event_key", "recipient", "channel"])
+        .returning(outbox.c.id)
     )
-    return conn.execute(statement).rowcount == 1
+    return conn.execute(statement).first() is not None
 
 
 def pending(conn: Connection, outbox: Table, limit: int = 100) -> list[dict[str, Any]]:
@@ -53,3 +64,105 @@ def for_record(conn: Connection, outbox: Table, app: str, entity: str, record_id
         .order_by(outbox.c.id)
     )
     return [dict(r) for r in conn.execute(query).mappings()]
+
+
+# -- rule actions ------------------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
+
+
+def _view(scope: Scope) -> dict[str, Any]:
+    """The record as JSON, as the system sees it (users by name)."""
+    return scope.records.to_api(scope.conn, scope.entity, [scope.record], SYSTEM)[0]
+
+
+def render(scope: Scope, text: str | None, view: Mapping[str, Any]) -> str | None:
+    """``{field}`` and ``{link.field}`` placeholders filled with the record's values now, so the
+    message says what was true at the event; unknown ones (``{survey_url}``) stay for delivery."""
+    if text is None:
+        return None
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in view:
+            value = view[name]
+        elif "." in name and scope.compiled(name) is not None:
+            value = to_json(scope.value(None, name))
+        else:
+            return match.group(0)
+        return "" if value is None else ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    return _PLACEHOLDER.sub(fill, text)
+
+
+def action_notify(scope: Scope, args: Mapping[str, Any]) -> bool:
+    """One outbox row per recipient and channel; recipients resolved to user ids now."""
+    records = scope.records
+    users = assignment.recipients(scope, args.get("to"))
+    channels = list(args.get("channels") or ["in_app"])
+    view = _view(scope)
+    template = next((t for t in records.app.notifications.templates if t.name == args.get("template")), None)
+    label = f"{scope.entity.label} {view.get('number') or view['id']}"
+    body = template.body if template else args.get("message") or f"{label}: {scope.rule.name}"
+    payload = {
+        "kind": "notify", "rule": scope.rule.name, "template": args.get("template"),
+        "subject": render(scope, template.subject if template else label, view), "body": render(scope, body, view),
+        "record": {"id": view["id"], "number": view.get("number"), "state": view.get("state")},
+    }  # fmt: skip
+    for user_id in users:
+        for channel in channels:
+            _enqueue(scope, channel, str(user_id), payload)
+    names = records.users.usernames(scope.conn, users)
+    comment = f"{', '.join(channels)} -> {', '.join(names.get(u, str(u)) for u in users) or 'nobody'}"
+    _audit(scope, "notify", comment + (f" ({args['template']})" if args.get("template") else ""))
+    return False
+
+
+def action_webhook(scope: Scope, args: Mapping[str, Any]) -> bool:
+    """One outbox row for the URL; ``body`` strings that are field paths become their values."""
+    view = _view(scope)
+    body = view if args.get("body") is None else _body(scope, args["body"], view)
+    payload = {
+        "kind": "webhook", "rule": scope.rule.name, "url": str(args["url"]), "method": args.get("method", "POST"),
+        "headers": dict(args.get("headers") or {}), "body": body,
+    }  # fmt: skip
+    _enqueue(scope, "webhook", str(args["url"]), payload)
+    _audit(scope, "webhook", f"{payload['method']} {args['url']}")
+    return False
+
+
+def _body(scope: Scope, node: Any, view: Mapping[str, Any]) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _body(scope, v, view) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_body(scope, v, view) for v in node]
+    if isinstance(node, str) and _PATH.match(node):
+        if node in view:
+            return view[node]
+        compiled = scope.compiled(node)
+        if compiled is not None:
+            value = compiled.evaluate(scope.context())
+            if compiled.type == "user" and isinstance(value, int):  # users by name, as in the API
+                value = scope.records.users.usernames(scope.conn, [value]).get(value)
+            return to_json(value)
+    return node
+
+
+_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _enqueue(scope: Scope, channel: str, recipient: str, payload: Mapping[str, Any]) -> None:
+    records = scope.records
+    enqueue(
+        scope.conn, records.schema.system["kiln_outbox"], app=records.app.name, entity=scope.entity.name,
+        record_id=scope.record["id"], event_key=scope.event_key, channel=channel, recipient=recipient,
+        payload=payload, now=scope.now,
+    )  # fmt: skip
+
+
+def _audit(scope: Scope, action: str, comment: str) -> None:
+    records = scope.records
+    audit.record_change(
+        scope.conn, records.schema.system["kiln_audit"], app=records.app.name, entity=scope.entity.name,
+        record_id=scope.record["id"], action=action, actor=scope.actor, at=scope.now, changes={}, comment=comment,
+    )  # fmt: skip

@@ -67,7 +67,8 @@ def read_clause(
     entity: Entity, table: Table, actor: Actor, team_users: Any, expr_clause: ExprClause, children: dict[str, Table]
 ) -> ColumnElement[bool]:
     """The rows of ``entity`` the actor may read: the union of its roles' read scopes, minus the
-    records in states whose ``visible_to`` leaves all of its roles out."""
+    records in states whose ``visible_to`` leaves all of its roles out, plus the records granted
+    to the actor by a cc or an approval step."""
     if unrestricted(actor):
         return true()
     scopes = [scope_clause(p.read, entity, table, actor, team_users, expr_clause, children) for p in permissions_of(entity, actor)]
@@ -77,7 +78,21 @@ def read_clause(
     ]
     if hidden_states:
         clause = and_(clause, or_(table.c.state.is_(None), table.c.state.not_in(hidden_states)))
-    return clause
+    return or_(clause, granted_clause(entity, table, actor))
+
+
+def granted_clause(entity: Entity, table: Table, actor: Actor) -> ColumnElement[bool]:
+    """Records shared with the actor one by one (cc recipients and approvers, engine/approvals.py):
+    an explicit grant, so it holds whatever the user's roles and the state's ``visible_to``."""
+    grants = table.metadata.tables.get("kiln_read_grants")
+    if grants is None or actor.id is None:
+        return false()
+    app = table.name.removesuffix(f"__{entity.name}")  # entity tables are named <app>__<entity>
+    return exists(
+        select(grants.c.record_id).where(
+            grants.c.user_id == actor.id, grants.c.app == app, grants.c.entity == entity.name, grants.c.record_id == table.c.id
+        )
+    )
 
 
 def hidden_fields(entity: Entity, actor: Actor) -> set[str]:

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from engine import audit, permissions, queries, rules, tags
+from engine import approvals, audit, permissions, queries, rules, tags
 from engine.actors import Actor
 from engine.db import Prepared, write
 from engine.errors import Forbidden, NotFound, StaleVersion, ValidationFailed, did_you_mean
@@ -298,8 +298,11 @@ class Records:
 
     def after_change(self, conn: Connection, change: Change) -> bool:
         """Everything a change sets off, in its own transaction: the entity's rules (which may
-        change records themselves, and so come back here). True when a rule acted."""
-        return rules.run(self, conn, change)
+        change records themselves, and so come back here), then the approvals and carbon copies
+        the change opens (safe to run twice for one change). True when a rule acted."""
+        acted = rules.run(self, conn, change)
+        approvals.on_change(self, conn, change)
+        return acted
 
     def parse_input(self, conn: Connection, entity: Entity, values: Mapping[str, Any], actor: Actor, creating: bool) -> dict[str, Any]:
         """Input values as Python values; every bad field is reported at once."""

@@ -22,17 +22,18 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
 from engine import assignment, outbox, tags
-from engine.actors import Actor
+from engine.actors import SYSTEM, Actor
 from engine.errors import Conflict, DefinitionError, RecordError, ValidationFailed
 from engine.expressions import Compiled, SqlContext, compile_expression
 from engine.expressions.checker import Checker
 from engine.expressions.parser import ExprError, parse
-from engine.model import Entity, Field, Rule
-from engine.schema_events import parse_event
+from engine.model import App, Entity, Field, Rule
+from engine.schema_events import _CRON_FIELDS, parse_event
 from engine.values import is_empty
 
 if TYPE_CHECKING:
@@ -82,7 +83,9 @@ _chain: ContextVar[tuple[str, ...]] = ContextVar("kiln_rule_chain", default=())
 
 def plan(records: Records, entity: Entity) -> EntityPlan | None:
     """The entity's rules by event, or None when it has none that changes fire (the fast path)."""
-    per_app = _plans.setdefault(records, {})
+    per_app = _plans.get(records)
+    if per_app is None:
+        per_app = _plans[records] = {}
     if entity.name not in per_app:
         listening = tuple((r, event_name(r.on)) for r in entity.rules if not r.on.strip().startswith("schedule"))
         events = frozenset(e for _, e in listening)
@@ -119,38 +122,41 @@ def events_of(change: Change, watched: tuple[str, ...]) -> set[str]:
 # -- running -----------------------------------------------------------------------------------
 
 
-def run(records: Records, conn: Connection, change: Change) -> None:
-    """Run the entity's rules for ``change``."""
+def run(records: Records, conn: Connection, change: Change) -> bool:
+    """Run the entity's rules for ``change``; True when one acted (the record may have changed)."""
     entity_plan = plan(records, change.entity)
     if entity_plan is None:
-        return
+        return False
     events = events_of(change, entity_plan.watched) & entity_plan.events
-    if events:
-        key = f"{records.app.name}/{change.entity.name}/{change.after['id']}/v{change.after.get('version')}"
-        fire(records, conn, change.entity, change.after, change.before, events, change.actor, change.now, key)
+    if not events:
+        return False
+    key = f"{records.app.name}/{change.entity.name}/{change.after['id']}/v{change.after.get('version')}"
+    return fire(records, conn, change.entity, change.after, change.before, events, change.actor, change.now, key)
 
 
 def run_event(
     records: Records, conn: Connection, entity: Entity, record: dict[str, Any], event: str, actor: Actor, now: dt.datetime
-) -> None:
-    """Run the rules listening to ``event`` (e.g. ``approved(director_approval)``) on ``record``."""
+) -> bool:
+    """Run the rules listening to ``event`` (e.g. ``approved(director_approval)``) on ``record``;
+    True when one acted."""
     entity_plan = plan(records, entity)
     name = event_name(event)
     if entity_plan is None or name not in entity_plan.events:
-        return
+        return False
     key = f"{records.app.name}/{entity.name}/{record['id']}/v{record.get('version')}/{name}"
-    fire(records, conn, entity, record, record, {name}, actor, now, key)
+    return fire(records, conn, entity, record, record, {name}, actor, now, key)
 
 
 def fire(
     records: Records, conn: Connection, entity: Entity, record: dict[str, Any], before: dict[str, Any] | None,
     events: set[str], actor: Actor, now: dt.datetime, key: str,
-) -> None:  # fmt: skip
-    """Run, in order, the rules listening to one of ``events`` whose condition holds."""
+) -> bool:  # fmt: skip
+    """Run, in order, the rules listening to one of ``events`` whose condition holds; True when
+    one did."""
     entity_plan = plan(records, entity)
     assert entity_plan is not None
     chain = _chain.get()
-    current = record
+    current, acted = record, False
     for rule, event in entity_plan.rules:
         if event not in events:
             continue
@@ -162,9 +168,10 @@ def fire(
             raise RuleLoop(f"rules keep firing each other ({names}); stopped after {MAX_DEPTH} steps and changed nothing")
         token = _chain.set((*chain, rule.name))
         try:
-            current = run_actions(scope)
+            current, acted = run_actions(scope), True
         finally:
             _chain.reset(token)
+    return acted
 
 
 def run_actions(scope: Scope) -> dict[str, Any]:
@@ -336,3 +343,79 @@ ACTIONS: dict[str, Callable[[Scope, Any], bool]] = {
     "notify": outbox.action_notify,
     "webhook": outbox.action_webhook,
 }
+
+
+# -- scheduled rules ---------------------------------------------------------------------------
+# Running them belongs to the time scan (``run.py jobs run-due``): it asks which schedules fell
+# due in a window and calls ``run_scheduled`` for each, once per due time.
+
+
+def cron_sets(expression: str) -> list[set[int]]:
+    """The 5 fields of a cron schedule (already checked by ``run.py check``) as sets of values."""
+    sets = []
+    for text, (_, low, high, names) in zip(expression.split(), _CRON_FIELDS, strict=True):
+        values: set[int] = set()
+        for item in text.lower().split(","):
+            body, _, step = item.partition("/")
+            if body == "*":
+                start, stop = low, high
+            else:
+                bounds = [names.get(b, int(b) if b.isdigit() else low) for b in body.split("-")]
+                start, stop = bounds[0], bounds[-1] if len(bounds) > 1 or not step else high  # "5/15": from 5 on
+            values.update(range(start, stop + 1, int(step or 1)))
+        sets.append(values)
+    if 7 in sets[4]:  # Sunday is 0 or 7
+        sets[4].add(0)
+    return sets
+
+
+def cron_matches(sets: list[set[int]], expression: str, local: dt.datetime) -> bool:
+    minute, hour, day, month, weekday = sets
+    if local.minute not in minute or local.hour not in hour or local.month not in month:
+        return False
+    day_field, weekday_field = expression.split()[2:5:2]
+    day_ok, weekday_ok = local.day in day, (local.weekday() + 1) % 7 in weekday
+    if day_field != "*" and weekday_field != "*":  # cron: either of two restricted day fields
+        return day_ok or weekday_ok
+    return day_ok and weekday_ok
+
+
+def due_scheduled_rules(app: App, since: dt.datetime, until: dt.datetime) -> list[tuple[Entity, Rule, dt.datetime]]:
+    """Every (entity, scheduled rule, due time) with since < due time <= until, in time order;
+    schedules read in the app's timezone. The scan catches up on every time missed, once each."""
+    zone = ZoneInfo(app.timezone)
+    schedules = []
+    for entity in app.entities:
+        for rule in entity.rules:
+            event = parse_event(rule.on)
+            if not isinstance(event, str) and event.kind == "schedule" and event.arg:
+                schedules.append((entity, rule, event.arg, cron_sets(event.arg)))
+    due: list[tuple[Entity, Rule, dt.datetime]] = []
+    if not schedules:
+        return due
+    moment = since.astimezone(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    while moment <= until:
+        local = moment.astimezone(zone)
+        due.extend((e, r, moment) for e, r, text, sets in schedules if cron_matches(sets, text, local))
+        moment += dt.timedelta(minutes=1)
+    return due
+
+
+def run_scheduled(records: Records, conn: Connection, entity: Entity, rule: Rule, at: dt.datetime) -> int:
+    """Run a scheduled rule due at ``at`` on each record its ``when`` selects (in SQL); returns how
+    many. The outbox key holds ``at``, so running the same due time twice queues nothing twice."""
+    table = records.tables(entity).main
+    query = select(table.c.id).order_by(table.c.id)
+    if rule.when is not None:
+        query = query.where(records.expr(rule.when).clause(SqlContext(records.schema, records.app, entity, at, SYSTEM, table=table)))
+    ids = list(conn.execute(query).scalars())
+    for record_id in ids:
+        record = records.load(conn, entity, record_id)
+        if record is not None:
+            key = f"{records.app.name}/{entity.name}/{record_id}/at:{at.isoformat()}/rule:{rule.name}"
+            token = _chain.set((rule.name,))
+            try:
+                run_actions(Scope(records, conn, entity, record, None, SYSTEM, at, rule, key))
+            finally:
+                _chain.reset(token)
+    return len(ids)

@@ -149,7 +149,7 @@ def system_tables(metadata: MetaData) -> dict[str, Table]:
         Column("app", String(64), nullable=False),
         Column("entity", String(64), nullable=False),
         Column("record_id", BigInteger, nullable=False),
-        Column("action", String(32), nullable=False),
+        Column("action", String(120), nullable=False),
         Column("actor_id", BigInteger, nullable=True),
         Column("actor", String(100), nullable=False),
         Column("at", UTCDateTime, nullable=False),
@@ -217,7 +217,7 @@ def system_tables(metadata: MetaData) -> dict[str, Table]:
         t.name: t
         for t in (
             users, teams, members, roles, tokens, audit, files, sequences, migrations, settings, login_failures,
-            saved_views, *rule_tables(metadata),
+            saved_views, *rule_tables(metadata), *workflow_tables(metadata),
         )
     }  # fmt: skip
 
@@ -277,6 +277,50 @@ def rule_tables(metadata: MetaData) -> tuple[Table, ...]:
         Index("ix_kiln_marks_color", "app", "entity", "color", "record_id"),
     )  # fmt: skip
     return outbox, cursors, tags, marks
+
+
+def workflow_tables(metadata: MetaData) -> tuple[Table, ...]:
+    """The tables of approvals and cc (engine/approvals.py): approval steps, their approvers with
+    each one's decision, and read grants (cc recipients and approvers may read the record)."""
+    # One row per opened step; a record re-entering the state a `before:` transition starts from
+    # gets a new step, so `state` and `opened_at` tell which visit a step belongs to.
+    approvals = Table(
+        "kiln_approvals", metadata,
+        Column("id", IdType, primary_key=True, autoincrement=True),
+        Column("app", String(64), nullable=False),
+        Column("entity", String(64), nullable=False),
+        Column("record_id", BigInteger, nullable=False),
+        Column("name", String(64), nullable=False),
+        Column("state", String(64), nullable=True),
+        Column("mode", String(8), nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("opened_at", UTCDateTime, nullable=False),
+        Column("closed_at", UTCDateTime, nullable=True),
+        Index("ix_kiln_approvals_record", "app", "entity", "record_id", "name", "id"),
+        Index("ix_kiln_approvals_status", "status", "id"),
+    )  # fmt: skip
+    # Approvers are resolved to users when the step opens; the inbox reads this by user.
+    approvers = Table(
+        "kiln_approvers", metadata,
+        Column("approval_id", IdType, ForeignKey("kiln_approvals.id", ondelete="CASCADE"), primary_key=True),
+        Column("user_id", IdType, primary_key=True),
+        Column("decision", String(16), nullable=True),
+        Column("comment", Text, nullable=True),
+        Column("decided_at", UTCDateTime, nullable=True),
+        Index("ix_kiln_approvers_user", "user_id", "decision", "approval_id"),
+    )  # fmt: skip
+    # Read access granted to one user on one record; engine.permissions.read_clause ORs it in.
+    grants = Table(
+        "kiln_read_grants", metadata,
+        Column("app", String(64), primary_key=True),
+        Column("entity", String(64), primary_key=True),
+        Column("record_id", BigInteger, primary_key=True),
+        Column("user_id", IdType, primary_key=True),
+        Column("reason", String(100), nullable=False),
+        Column("granted_at", UTCDateTime, nullable=False),
+        Index("ix_kiln_read_grants_user", "user_id", "app", "entity", "record_id"),
+    )  # fmt: skip
+    return approvals, approvers, grants
 
 
 @dataclass

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from engine import audit
 from engine.model import Action, Entity
 
 if TYPE_CHECKING:
     from engine.records import Records
+    from engine.rules import Scope
 
 TAG_ACTIONS = frozenset({"add_tag", "remove_tag"})
 MARK_ACTIONS = frozenset({"mark", "unmark"})
@@ -94,23 +96,23 @@ def of(conn: Connection, records: Records, entity: Entity, ids: list[int]) -> di
     return found
 
 
-def flags_of(conn: Connection, records: Records, entity: Entity, ids: list[int]) -> dict[int, list[str]]:
-    """Flags (mark colours) per record id."""
+def flags_of(conn: Connection, records: Records, entity: Entity, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Flags per record id: ``{colour: {"since": ISO time, "rule": name}}`` (the API's ``flags``)."""
     table = records.schema.system["kiln_marks"]
     query = (
-        select(table.c.record_id, table.c.color)
+        select(table.c.record_id, table.c.color, table.c.marked_at, table.c.rule)
         .where(table.c.app == records.app.name, table.c.entity == entity.name, table.c.record_id.in_(ids))
         .order_by(table.c.record_id, table.c.color)
     )
-    found: dict[int, list[str]] = {}
-    for record_id, color in conn.execute(query):
-        found.setdefault(record_id, []).append(color)
+    found: dict[int, dict[str, Any]] = {}
+    for record_id, color, marked_at, rule in conn.execute(query):
+        found.setdefault(record_id, {})[color] = {"since": marked_at.isoformat(), "rule": rule}
     return found
 
 
 # Which entities can have system tags or marks at all: only those whose rules or SLA escalations
 # use the actions. Records of other entities skip both queries (the create hot path).
-_usage: weakref.WeakKeyDictionary[Records, dict[str, tuple[bool, bool]]] = weakref.WeakKeyDictionary()
+_usage: weakref.WeakKeyDictionary[Records, dict[str, tuple[bool, bool, bool, bool]]] = weakref.WeakKeyDictionary()
 
 
 def _actions(entity: Entity) -> Iterable[Action]:
@@ -121,22 +123,27 @@ def _actions(entity: Entity) -> Iterable[Action]:
             yield from escalation.actions
 
 
-def usage(records: Records, entity: Entity) -> tuple[bool, bool]:
-    """(may have system tags, may have marks) for records of ``entity``."""
-    per_app = _usage.setdefault(records, {})
+def usage(records: Records, entity: Entity) -> tuple[bool, bool, bool, bool]:
+    """(show ``tags``, show ``flags``, may have system tags, may have marks) for ``entity``:
+    worked out once per app, as this runs for every record handed out."""
+    per_app = _usage.get(records)
+    if per_app is None:
+        per_app = _usage[records] = {}
     if entity.name not in per_app:
         kinds = {a.kind for a in _actions(entity)}
-        per_app[entity.name] = (bool(kinds & TAG_ACTIONS) and tags_field(entity) is None, bool(kinds & MARK_ACTIONS))
+        per_app[entity.name] = (
+            entity.field("tags") is None, entity.field("flags") is None,
+            bool(kinds & TAG_ACTIONS) and tags_field(entity) is None, bool(kinds & MARK_ACTIONS),
+        )  # fmt: skip
     return per_app[entity.name]
 
 
 def attach(conn: Connection, records: Records, entity: Entity, items: list[dict[str, Any]]) -> None:
     """Add ``tags`` (system tags) and ``flags`` to records' JSON where the entity has no field of
-    that name; one query each for the whole list."""
-    show_tags, show_flags = entity.field("tags") is None, entity.field("flags") is None
+    that name; one query each for the whole list, none when no action can have set them."""
+    show_tags, show_flags, may_tag, may_mark = usage(records, entity)
     if not (show_tags or show_flags):
         return
-    may_tag, may_mark = usage(records, entity)
     ids = [item["id"] for item in items]
     tags = of(conn, records, entity, ids) if show_tags and may_tag and ids else {}
     flags = flags_of(conn, records, entity, ids) if show_flags and may_mark and ids else {}
@@ -144,4 +151,60 @@ def attach(conn: Connection, records: Records, entity: Entity, items: list[dict[
         if show_tags:
             item["tags"] = tags.get(item["id"], [])
         if show_flags:
-            item["flags"] = flags.get(item["id"], [])
+            item["flags"] = flags.get(item["id"], {})
+
+
+# -- rule actions ------------------------------------------------------------------------------
+
+
+def _tag_list(args: Any) -> list[str]:
+    return [str(t) for t in (args if isinstance(args, list) else [args]) if str(t).strip()]
+
+
+def _tag_action(scope: Scope, args: Any, adding: bool) -> bool:
+    """Tags go into the entity's tags field when it has one (an update, with its own events),
+    else into ``kiln_tags`` with an audit entry naming the rule."""
+    wanted = _tag_list(args)
+    own = tags_field(scope.entity)
+    if own is not None:
+        current = list(scope.record.get(own) or [])
+        new = [*current, *(t for t in wanted if t not in current)] if adding else [t for t in current if t not in wanted]
+        if new == current:
+            return False
+        scope.records.update_in(scope.conn, scope.entity, scope.record["id"], {own: new}, None, scope.actor, scope.now)
+        return True
+    record_id = scope.record["id"]
+    before = of(scope.conn, scope.records, scope.entity, [record_id]).get(record_id, [])
+    done = (add if adding else remove)(scope.conn, scope.records, scope.entity, record_id, wanted)
+    if done:
+        after = sorted(set(before) | set(done)) if adding else [t for t in before if t not in done]
+        _audit(scope, "add_tag" if adding else "remove_tag", {"tags": [before or None, after or None]})
+    return False
+
+
+def action_add_tag(scope: Scope, args: Any) -> bool:
+    return _tag_action(scope, args, adding=True)
+
+
+def action_remove_tag(scope: Scope, args: Any) -> bool:
+    return _tag_action(scope, args, adding=False)
+
+
+def action_mark(scope: Scope, color: Any) -> bool:
+    if mark(scope.conn, scope.records, scope.entity, scope.record["id"], str(color), scope.now, scope.rule.name):
+        _audit(scope, "mark", {"flags": [None, str(color)]})
+    return False
+
+
+def action_unmark(scope: Scope, color: Any) -> bool:
+    if unmark(scope.conn, scope.records, scope.entity, scope.record["id"], str(color)):
+        _audit(scope, "unmark", {"flags": [str(color), None]})
+    return False
+
+
+def _audit(scope: Scope, action: str, changes: dict[str, Any]) -> None:
+    records = scope.records
+    audit.record_change(
+        scope.conn, records.schema.system["kiln_audit"], app=records.app.name, entity=scope.entity.name,
+        record_id=scope.record["id"], action=action, actor=scope.actor, at=scope.now, changes=changes,
+    )  # fmt: skip

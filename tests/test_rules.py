@@ -1,0 +1,127 @@
+"""Rules (engine/rules.py): events, order, conditions, the record actions, the depth limit and
+scheduled rules, through the records service on tests/fixtures/rules_lab.yaml."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from engine import rules
+from engine.rules import RuleLoop
+from tests.test_rules_support import NOW, Lab, open_lab
+
+
+@pytest.fixture
+def lab(db_url, write_definitions, open_instance) -> Lab:
+    return open_lab(db_url, write_definitions, open_instance)
+
+
+def _move(lab: Lab, record: dict, transition: str, to: str) -> None:
+    """A transition as the workflow performs it (records.update_in with move_to)."""
+    records = lab.records
+    entity = records.entity("item")
+    with records.transaction() as conn:
+        version = records.load(conn, entity, record["id"])["version"]
+        records.update_in(conn, entity, record["id"], {}, version, lab.actor(), NOW, move_to=to, transition=transition)
+
+
+def test_each_event_fires_its_rules(lab: Lab):
+    item = lab.create("item", title="events")
+    assert lab.get("item", item["id"])["tags"] == ["created"]  # not field_set(x): x is empty
+    item = lab.update("item", item, x="one")
+    assert lab.get("item", item["id"])["tags"] == ["created", "updated", "x-set"]
+    _move(lab, item, "start", "doing")
+    assert set(lab.get("item", item["id"])["tags"]) == {
+        "created", "updated", "x-set", "entered-doing", "left-open", "transition-start",
+    }  # fmt: skip
+    records = lab.records
+    with records.transaction() as conn:
+        record = records.load(conn, records.entity("item"), item["id"])
+        rules.run_event(records, conn, records.entity("item"), record, "approved(boss_ok)", lab.actor("boss"), NOW)
+    assert "approved" in lab.get("item", item["id"])["tags"]
+
+
+def test_field_set_means_a_new_non_empty_value(lab: Lab):
+    item = lab.create("item", title="events", x="given at create")
+    assert lab.get("item", item["id"])["tags"] == ["created", "x-set"]
+    item = lab.update("item", item, x=None)
+    history = lab.history("item", item["id"])
+    assert [e["action"] for e in history if e["rule"] == "on-field-set"] == ["add_tag"]  # not again for clearing
+
+
+def test_rules_run_in_the_order_written_and_history_names_them(lab: Lab):
+    item = lab.create("item", title="order")
+    assert lab.get("item", item["id"])["n"] == 12  # first sets 1, then second computes n * 10 + 2
+    history = lab.history("item", item["id"])
+    assert [(e["action"], e["rule"], e["changes"].get("n")) for e in history] == [
+        ("create", None, None), ("update", "first", [None, 1]), ("update", "second", [1, 12]),
+    ]  # fmt: skip
+    assert history[1]["actor"] == "system"
+
+
+def test_a_rule_that_fires_itself_stops_and_rolls_everything_back(lab: Lab):
+    item = lab.create("item", title="loop", n=0)
+    before = lab.count("kiln_audit")
+    with pytest.raises(RuleLoop) as refused:
+        lab.update("item", item, note="go")
+    assert refused.value.status == 409 and "bump -> bump" in refused.value.message
+    assert lab.get("item", item["id"])["n"] == 0 and lab.get("item", item["id"])["note"] is None
+    assert lab.count("kiln_audit") == before
+
+
+def test_a_chain_of_rules_names_every_rule_and_a_create_rolls_back(lab: Lab):
+    with pytest.raises(RuleLoop) as refused:
+        lab.create("item", title="pingpong", a=1)
+    assert "ping -> pong -> ping" in refused.value.message
+    assert lab.count("lab__item") == 0 and lab.count("kiln_audit") == 0
+
+
+def test_record_actions_set_mark_tag_create_update(lab: Lab):
+    item = lab.create("item", title="actions")
+    shown = lab.get("item", item["id"])
+    assert shown["level"] == "high" and shown["note"] == "actions"  # a literal option and an expression
+    assert shown["flags"] == {"red": {"since": NOW.isoformat(), "rule": "actions"}} and shown["tags"] == ["b"]
+    logs = lab.rows("lab__log")
+    assert [(r["item"], r["text"], r["seen"]) for r in logs] == [(item["id"], "actions", True)]
+    actions = [(e["action"], e["rule"]) for e in lab.history("item", item["id"])]
+    assert actions == [("create", None), ("update", "actions"), ("mark", "actions"), ("add_tag", "actions"), ("remove_tag", "actions")]
+    log_history = lab.records.history("log", logs[0]["id"], lab.actor())
+    assert [(e["action"], e["rule"]) for e in log_history] == [("create", "actions"), ("update", "actions")]
+    lab.update("item", lab.get("item", item["id"]), level="low")
+    assert lab.get("item", item["id"])["flags"] == {}  # the calm rule unmarked it
+    listed = lab.records.list("item", lab.actor()).items
+    assert listed[0]["flags"] == {} and listed[0]["tags"] == ["b"]
+
+
+def test_entities_without_tag_or_mark_actions_still_show_empty_lists(lab: Lab):
+    log = lab.get("log", lab.create("item", title="actions")["id"])  # the log the rule created has id 1
+    assert log["tags"] == [] and log["flags"] == {}
+
+
+def test_scheduled_rules_are_due_in_the_app_timezone(lab: Lab):
+    app = lab.records.app
+    since = dt.datetime(2026, 3, 6, 0, 0, tzinfo=dt.UTC)  # Friday 08:00 Shanghai
+    until = since + dt.timedelta(days=3, hours=1)  # to Monday 09:00 Shanghai
+    due = rules.due_scheduled_rules(app, since, until)
+    # not Friday 08:00 itself (since is excluded), not the weekend; Monday 08:00 = 00:00 UTC
+    assert [(e.name, r.name, at) for e, r, at in due] == [("item", "nightly", dt.datetime(2026, 3, 9, 0, 0, tzinfo=dt.UTC))]
+    assert rules.due_scheduled_rules(app, since - dt.timedelta(minutes=1), since)[0][2] == since
+
+
+def test_run_scheduled_acts_on_the_records_its_condition_selects(lab: Lab):
+    open_one = lab.create("item", title="sched")
+    lab.create("item", title="other")
+    entity = lab.records.entity("item")
+    rule = next(r for r in entity.rules if r.name == "nightly")
+    with lab.records.transaction() as conn:
+        assert rules.run_scheduled(lab.records, conn, entity, rule, NOW) == 1
+    assert list(lab.get("item", open_one["id"])["flags"]) == ["orange"]
+
+
+def test_cron_fields():
+    sets = rules.cron_sets("*/15 8-17 1,15 * mon-fri")
+    assert sets[0] == {0, 15, 30, 45} and sets[1] == set(range(8, 18)) and sets[2] == {1, 15} and sets[4] == {1, 2, 3, 4, 5}
+    local = dt.datetime(2026, 3, 1, 8, 30)  # Sunday the 1st: the day of month matches (cron: either)
+    assert rules.cron_matches(sets, "*/15 8-17 1,15 * mon-fri", local)
+    assert not rules.cron_matches(sets, "*/15 8-17 1,15 * mon-fri", local.replace(day=7))  # a Saturday
