@@ -38,6 +38,8 @@ from engine.source import Map, PathLoc, Seq, plain
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 # Names an expression could not refer to: Python keywords and the language's own words.
+# App names that would collide with the API's own paths (/api/v1/files, /api/v1/me/approvals ...).
+RESERVED_APPS = frozenset({"auth", "files", "me", "openapi", "dashboards"})
 RESERVED = frozenset({*keyword.kwlist, *keyword.softkwlist, "this", "user", "true", "false", "null", "now", "today"})
 _KIND_OF_MAP = {
     "entities": "entity", "fields": "field", "states": "state", "transitions": "transition", "roles": "role",
@@ -73,6 +75,8 @@ def name_problem(name: str, kind: str) -> str | None:
         return f"'{name}' is not a valid {kind}: it is a system field ({', '.join(SYSTEM_FIELDS)})"
     if kind in ("entity name", "field name") and name in RESERVED:
         return f"'{name}' is not a valid {kind}: it is a reserved word of the expression language"
+    if kind == "app name" and name in RESERVED_APPS:
+        return f"'{name}' is not a valid {kind}: /api/v1/{name} is a path of the API itself"
     return None
 
 

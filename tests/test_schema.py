@@ -318,3 +318,21 @@ def test_docs_cover_every_type_and_event() -> None:
     docs = (ROOT / "docs" / "definitions.md").read_text(encoding="utf-8")
     words = [*FIELD_TYPES, *CARD_TYPES, *CHANNELS, *RULE_EVENTS]
     assert [w for w in words if f"`{w}" not in docs] == []
+
+
+def test_an_app_may_not_take_a_name_the_api_uses(tmp_path):
+    from engine.errors import DefinitionError
+    from engine.schema import name_problem
+
+    assert name_problem("files", "app") == "'files' is not a valid app name: /api/v1/files is a path of the API itself"
+    assert name_problem("files", "entity") is None
+    from engine.compiler import compile_definitions
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "app.yaml").write_text("app: me\nentities: {t: {fields: {a: {type: text}}}}\n", encoding="utf-8")
+    try:
+        compile_definitions(tmp_path, env={})
+    except DefinitionError as exc:
+        assert str(exc) == "x/app.yaml:1:6: 'me' is not a valid app name: /api/v1/me is a path of the API itself"
+    else:
+        raise AssertionError("an app named 'me' compiled")
