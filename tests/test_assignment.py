@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.test_rules_support import Lab, open_lab
+from tests.test_rules_support import NOW, Lab, open_lab
 
 
 @pytest.fixture
@@ -43,13 +43,7 @@ def test_least_loaded_counts_open_records_and_breaks_ties_by_username(lab: Lab):
     done = lab.create("job", worker="t2")
     records = lab.records
     with records.transaction() as conn:  # a closed job is no load
-        records.update_in(conn, records.entity("job"), done["id"], {}, 1, lab.actor(), done_now(), move_to="done", transition="close")
+        records.update_in(conn, records.entity("job"), done["id"], {}, 1, lab.actor(), NOW, move_to="done", transition="close")
     picks = [lab.create("job", kind="ll")["worker"] for _ in range(4)]
     # loads t1 2, t2 0, t3 0 -> t2 (tie with t3, by name); then t3; then t2 and t3 at 1 -> t2; t3
     assert picks == ["t2", "t3", "t2", "t3"]
-
-
-def done_now():
-    from tests.test_rules_support import NOW
-
-    return NOW

@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 
 from engine import rules
+from engine.errors import ValidationFailed
 from engine.rules import RuleLoop
 from tests.test_rules_support import NOW, Lab, open_lab
 
@@ -74,6 +75,13 @@ def test_a_chain_of_rules_names_every_rule_and_a_create_rolls_back(lab: Lab):
     with pytest.raises(RuleLoop) as refused:
         lab.create("item", title="pingpong", a=1)
     assert "ping -> pong -> ping" in refused.value.message
+    assert lab.count("lab__item") == 0 and lab.count("kiln_audit") == 0
+
+
+def test_a_failing_action_names_its_rule_and_refuses_the_change(lab: Lab):
+    with pytest.raises(ValidationFailed) as refused:
+        lab.create("item", title="bad", x="not a number")
+    assert refused.value.message.startswith("rule 'bad-set' (set): ") and "n" in refused.value.fields
     assert lab.count("lab__item") == 0 and lab.count("kiln_audit") == 0
 
 

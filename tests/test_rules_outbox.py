@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from engine import outbox
+from engine.errors import ValidationFailed
 from tests.test_rules_support import NOW, Lab, open_lab
 
 
@@ -55,6 +56,6 @@ def test_the_same_notification_is_never_queued_twice(lab: Lab):
 
 
 def test_a_refused_change_queues_nothing(lab: Lab):
-    with pytest.raises(Exception):  # noqa: B017 - any refusal: the title is not text
+    with pytest.raises(ValidationFailed):
         lab.create("item", title="tell", owner="nobody-such")
     assert lab.count("kiln_outbox") == 0

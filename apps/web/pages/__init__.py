@@ -2,7 +2,9 @@
 
 URLs (docs/pages.md): ``/`` the workspace; ``/a/<app>/<entity>`` the list (``.json`` twin),
 ``/count``, ``/export.csv|.xlsx``, ``/bulk``, ``/views``, ``/lookup/<field>``; ``/new``,
-``/form`` (the layout fragment), ``/<id>`` (``.json`` twin) and ``/<id>/edit``. The more
+``/form`` (the layout fragment), ``/workflow`` (the diagram), ``/<id>`` (``.json`` twin),
+``/<id>/edit``, ``/<id>/transitions/<name>`` (the dialog; POST takes it) and
+``POST /<id>/approvals/<name>`` (a decision). The more
 specific routes come first: an entity's sub-paths never read as a record id.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from apps.web.pages import actions, detail, forms, lists, workspace
+from apps.web.pages import actions, approvals, detail, diagram, forms, lists, transitions, workspace
 
 
 def routes() -> list[BaseRoute]:
@@ -27,6 +29,9 @@ def routes() -> list[BaseRoute]:
         Route(entity + "/lookup/{field}", actions.lookup, name="lookup"),
         Route(entity + "/new", forms.new_form, methods=["GET", "POST"], name="record_new"),
         Route(entity + "/form", forms.form_fragment, methods=["POST"], name="record_form"),
+        Route(entity + "/workflow", diagram.workflow_page, name="workflow"),
         Route(entity + "/{id}/edit", forms.edit_form, methods=["GET", "POST"], name="record_edit"),
+        Route(entity + "/{id}/transitions/{name}", transitions.dialog, methods=["GET", "POST"], name="record_transition"),
+        Route(entity + "/{id}/approvals/{name}", approvals.decide, methods=["POST"], name="record_decide"),
         Route(entity + "/{id}", detail.detail, name="record"),
     ]

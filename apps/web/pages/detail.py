@@ -1,6 +1,7 @@
 """The record page ``/a/<app>/<entity>/<id>``: every visible field in the form's sections, the
-attachments, the timeline of its audit trail, and the actions the user may take (edit now;
-the workflow's transitions join ``actions`` when they exist). JSON twin: ``.json`` or Accept."""
+attachments, the timeline of its audit trail, the actions the user may take (edit, and the
+workflow's transitions: :mod:`apps.web.pages.transitions`), the state as a coloured badge and the
+approval steps (:mod:`apps.web.pages.approvals`). JSON twin: ``.json`` or Accept."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from apps.web.pages import approvals, transitions
 from apps.web.pages import layout as layouts
 from apps.web.pages.context import (
     PageContext,
@@ -22,6 +24,7 @@ from apps.web.pages.context import (
 )
 from apps.web.pages.fields import display_text, file_rows, title
 from apps.web.pages.lists import field_view, local_time, state_label
+from apps.web.pages.states import look
 from engine import exports
 from engine.errors import NotFound
 
@@ -54,8 +57,19 @@ def timeline(ctx: PageContext, entries: list[dict[str, Any]], titles: dict[str, 
                 old, new = display_text(f, before, ctx.locale, tz, titles), display_text(f, after, ctx.locale, tz, titles)
             changes.append({"label": label, "before": old, "after": new})
         at = dt.datetime.fromisoformat(entry["at"]).astimezone(tz).strftime("%Y-%m-%d %H:%M")
-        out.append({**entry, "at_local": at, "changes": changes})
+        out.append({**entry, "at_local": at, "changes": changes, "action_label": _action_label(ctx, entry["action"])})
     return out
+
+
+def _action_label(ctx: PageContext, action: str) -> str:
+    """``transition:dispatch`` as the transition's label, ``approval:x`` as the approval's."""
+    kind, _, name = action.partition(":")
+    w = ctx.entity.workflow
+    if kind == "transition" and w and (t := w.transition(name)):
+        return t.label.get(ctx.locale)
+    if kind == "approval" and w and (a := next((a for a in w.approvals if a.name == name), None)):
+        return a.label.get(ctx.locale) if a.label else a.name
+    return {"create": ctx.gettext("created"), "update": ctx.gettext("changed")}.get(action, action)
 
 
 def _plain(value: Any) -> str:
@@ -86,8 +100,12 @@ def detail(request: Request) -> Response:
     ]  # fmt: skip
     attachments = [field_view(ctx, f, item[f.name], files=files) for f in file_fields if item[f.name]]
     actions = [{"kind": "edit", "label": ctx.gettext("Edit"), "href": f"{ctx.base}/{record_id}/edit"}] if may_update else []
+    workflow = ctx.entity.workflow is not None
     data = {
         "ctx": ctx, "item": item, "title": title(ctx.entity, item), "state_label": state_label(ctx, item.get("state")),
+        "state": look(ctx.entity, item.get("state"), ctx.locale) if workflow else None,
+        "transitions": transitions.buttons(ctx, record_id) if workflow else [],
+        "steps": approvals.steps_view(ctx, record_id) if workflow else [],
         "sections": [s for s in sections if s["fields"]], "attachments": attachments, "actions": actions,
         "timeline": timeline(ctx, history, titles),
         "created_at": local_time(ctx, item["created_at"]), "updated_at": local_time(ctx, item["updated_at"]),
