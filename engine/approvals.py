@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Row, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine import assignment, audit, rules, workflow
+from engine import assignment, audit, outbox, rules, workflow
 from engine.actors import SYSTEM, Actor
 from engine.errors import Conflict, Forbidden, NotFound, RecordError, ValidationFailed, did_you_mean
 from engine.model import Approval, Approvers, Entity, Expr, Transition
@@ -302,9 +302,9 @@ def _open(records: Records, conn: Connection, entity: Entity, record: Mapping[st
     ).scalar_one()  # fmt: skip
     conn.execute(insert(system["kiln_approvers"]), [{"approval_id": step_id, "user_id": u} for u in users])
     _audit(records, conn, entity, record["id"], a.name, actor, now, {"approval": [None, "pending"]}, None)
-    for user_id, username in sorted(records.users.usernames(conn, users).items()):
+    for user_id in sorted(set(users)):
         _grant(records, conn, entity, record["id"], user_id, f"approval:{a.name}", now)
-        _notify(records, conn, entity, record, f"approval:{a.name}/{step_id}", username, "approval_requested", now, approval=a.name)
+        _notify(records, conn, entity, record, f"approval:{a.name}/{step_id}", user_id, "approval_requested", now, approval=a.name)
     return step_id
 
 
@@ -400,9 +400,9 @@ def _field_users(records: Records, conn: Connection, entity: Entity, record: Map
 def _carbon_copy(records: Records, conn: Connection, entity: Entity, record: Mapping[str, Any], to: Any, index: int,
                  now: dt.datetime) -> None:  # fmt: skip
     users = _recipients(records, conn, entity, record, to)
-    for user_id, username in sorted(records.users.usernames(conn, users).items()):
+    for user_id in sorted(users):
         if _grant(records, conn, entity, record["id"], user_id, f"cc:{index}", now):
-            _notify(records, conn, entity, record, f"cc/{username}", username, "cc", now)
+            _notify(records, conn, entity, record, f"cc/{user_id}", user_id, "cc", now)
 
 
 def _grant(records: Records, conn: Connection, entity: Entity, record_id: int, user_id: int, reason: str, now: dt.datetime) -> bool:
@@ -416,21 +416,14 @@ def _grant(records: Records, conn: Connection, entity: Entity, record_id: int, u
     return conn.execute(statement.returning(table.c.user_id)).first() is not None
 
 
-def _notify(records: Records, conn: Connection, entity: Entity, record: Mapping[str, Any], event: str, username: str, kind: str,
+def _notify(records: Records, conn: Connection, entity: Entity, record: Mapping[str, Any], event: str, user_id: int, kind: str,
             now: dt.datetime, **extra: Any) -> None:  # fmt: skip
-    """Queue an in-app message in the outbox (engine.outbox, when present), in this transaction."""
-    try:
-        from engine import outbox
-    except ImportError:
-        return
-    enqueue = getattr(outbox, "enqueue", None)
-    table = records.schema.system.get("kiln_outbox")
-    if enqueue is None or table is None:
-        return
+    """Queue an in-app message in the outbox, in this transaction; recipients are user ids, as
+    the rules' ``notify`` queues them."""
     app = records.app.name
-    enqueue(
-        conn, table, app=app, entity=entity.name, record_id=record["id"], event_key=f"{app}/{entity.name}/{record['id']}/{event}",
-        channel="in_app", recipient=username, now=now,
+    outbox.enqueue(
+        conn, records.schema.system["kiln_outbox"], app=app, entity=entity.name, record_id=record["id"], event_key=f"{app}/{entity.name}/{record['id']}/{event}",
+        channel="in_app", recipient=str(user_id), now=now,
         payload={"event": kind, "app": app, "entity": entity.name, "record_id": record["id"], "number": record.get("number"),
                  "state": record.get("state"), **extra},
     )  # fmt: skip
