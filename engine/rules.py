@@ -28,12 +28,13 @@ from sqlalchemy import select
 
 from engine import assignment, outbox, tags
 from engine.actors import SYSTEM, Actor
+from engine.cron import cron_matches, cron_sets
 from engine.errors import Conflict, DefinitionError, RecordError, ValidationFailed
 from engine.expressions import Compiled, SqlContext, compile_expression
 from engine.expressions.checker import Checker
 from engine.expressions.parser import ExprError, parse
 from engine.model import App, Entity, Field, Rule
-from engine.schema_events import _CRON_FIELDS, parse_event
+from engine.schema_events import parse_event
 from engine.values import is_empty
 
 if TYPE_CHECKING:
@@ -348,36 +349,6 @@ ACTIONS: dict[str, Callable[[Scope, Any], bool]] = {
 # -- scheduled rules ---------------------------------------------------------------------------
 # Running them belongs to the time scan (``run.py jobs run-due``): it asks which schedules fell
 # due in a window and calls ``run_scheduled`` for each, once per due time.
-
-
-def cron_sets(expression: str) -> list[set[int]]:
-    """The 5 fields of a cron schedule (already checked by ``run.py check``) as sets of values."""
-    sets = []
-    for text, (_, low, high, names) in zip(expression.split(), _CRON_FIELDS, strict=True):
-        values: set[int] = set()
-        for item in text.lower().split(","):
-            body, _, step = item.partition("/")
-            if body == "*":
-                start, stop = low, high
-            else:
-                bounds = [names.get(b, int(b) if b.isdigit() else low) for b in body.split("-")]
-                start, stop = bounds[0], bounds[-1] if len(bounds) > 1 or not step else high  # "5/15": from 5 on
-            values.update(range(start, stop + 1, int(step or 1)))
-        sets.append(values)
-    if 7 in sets[4]:  # Sunday is 0 or 7
-        sets[4].add(0)
-    return sets
-
-
-def cron_matches(sets: list[set[int]], expression: str, local: dt.datetime) -> bool:
-    minute, hour, day, month, weekday = sets
-    if local.minute not in minute or local.hour not in hour or local.month not in month:
-        return False
-    day_field, weekday_field = expression.split()[2:5:2]
-    day_ok, weekday_ok = local.day in day, (local.weekday() + 1) % 7 in weekday
-    if day_field != "*" and weekday_field != "*":  # cron: either of two restricted day fields
-        return day_ok or weekday_ok
-    return day_ok and weekday_ok
 
 
 def due_scheduled_rules(app: App, since: dt.datetime, until: dt.datetime) -> list[tuple[Entity, Rule, dt.datetime]]:

@@ -11,6 +11,7 @@ import difflib
 import re
 from dataclasses import dataclass
 
+from engine.cron import cron_problem
 from engine.expressions.durations import parse_duration  # one reading of durations everywhere
 
 __all__ = ["DURATION_HELP", "RULE_EVENTS", "SLA_EVENTS", "Event", "cron_problem", "parse_duration", "parse_event"]
@@ -64,44 +65,3 @@ def parse_event(text: str) -> Event | str:
 
 
 DURATION_HELP = "write e.g. 30m, 2h, 1h30m or 7d"
-
-_CRON_FIELDS = (
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day of month", 1, 31, {}),
-    ("month", 1, 12, {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())}),
-    ("day of week", 0, 7, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}),
-)
-
-
-def cron_problem(expression: str) -> str | None:
-    """Why ``expression`` is not a 5-field cron schedule, or None when it is one."""
-    parts = expression.split()
-    if len(parts) != 5:
-        return f"'{expression}' is not a cron schedule: it needs 5 fields (minute hour day month weekday), e.g. \"0 8 * * mon-fri\""
-    for text, (name, low, high, names) in zip(parts, _CRON_FIELDS, strict=True):
-        for item in text.split(","):
-            problem = _cron_item(item.lower(), low, high, names)
-            if problem:
-                return f"cron {name} '{text}': {problem}"
-    return None
-
-
-def _cron_item(item: str, low: int, high: int, names: dict[str, int]) -> str | None:
-    body, _, step = item.partition("/")
-    if step and not (step.isdigit() and int(step) > 0):
-        return f"step '/{step}' must be a positive number"
-    if body == "*":
-        return None
-    bounds = body.split("-")
-    if len(bounds) > 2:
-        return f"'{body}' is not a value or a range"
-    values = []
-    for bound in bounds:
-        value = names.get(bound, int(bound) if bound.isdigit() else None)
-        if value is None or not low <= value <= high:
-            return f"'{bound}' is not between {low} and {high}" + (f" (or {', '.join(names)})" if names else "")
-        values.append(value)
-    if len(values) == 2 and values[0] > values[1]:
-        return f"range '{body}' runs backwards"
-    return None

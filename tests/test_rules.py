@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from engine import rules
+from engine import cron, rules
 from engine.errors import ValidationFailed
 from engine.rules import RuleLoop
 from tests.test_rules_support import NOW, Lab, open_lab
@@ -128,8 +128,8 @@ def test_run_scheduled_acts_on_the_records_its_condition_selects(lab: Lab):
 
 
 def test_cron_fields():
-    sets = rules.cron_sets("*/15 8-17 1,15 * mon-fri")
+    sets = cron.cron_sets("*/15 8-17 1,15 * mon-fri")
     assert sets[0] == {0, 15, 30, 45} and sets[1] == set(range(8, 18)) and sets[2] == {1, 15} and sets[4] == {1, 2, 3, 4, 5}
     local = dt.datetime(2026, 3, 1, 8, 30)  # Sunday the 1st: the day of month matches (cron: either)
-    assert rules.cron_matches(sets, "*/15 8-17 1,15 * mon-fri", local)
-    assert not rules.cron_matches(sets, "*/15 8-17 1,15 * mon-fri", local.replace(day=7))  # a Saturday
+    assert cron.cron_matches(sets, "*/15 8-17 1,15 * mon-fri", local)
+    assert not cron.cron_matches(sets, "*/15 8-17 1,15 * mon-fri", local.replace(day=7))  # a Saturday
