@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks import compile as compile_bench
 from benchmarks import creates, listpage
 
@@ -20,3 +22,19 @@ def test_creates_and_list_benchmarks_run(tmp_path):
     results = listpage.run({"rows": 3000, "cache": tmp_path, "list_pg": False, "runs": 3})
     assert [r.unit for r in results] == ["ms (median)"] * 4
     assert all(r.value > 0 for r in results)
+
+
+def test_web_benchmark_runs(tmp_path):
+    """Both servers come up, the logged-in list page, the hand-written page and API creates are
+    driven for about a second each (skipped where a server cannot start here)."""
+    from benchmarks import web
+
+    options = {"rows": 3000, "cache": tmp_path, "web_seconds": 1, "web_warmup": 0, "web_concurrency": 2, "web_workers": 1}
+    try:
+        results = web.run(options)
+    except web.ServerStartError as exc:
+        pytest.skip(f"the web benchmark's server cannot start here: {exc}")
+    assert [r.unit for r in results] == ["pages/s", "pages/s", "creates/s"]
+    assert "hand-written" in results[1].name
+    assert all(r.value > 0 for r in results)
+    assert "50 rows" in results[0].note and "50 rows" in results[1].note

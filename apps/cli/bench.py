@@ -10,12 +10,13 @@ SUITE = {
     "compile": "benchmarks.compile",
     "creates": "benchmarks.creates",
     "list": "benchmarks.listpage",
+    "web": "benchmarks.web",
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", default="", help="comma-separated benchmarks to run: " + ", ".join(SUITE))
-    parser.add_argument("--rows", type=int, default=1_000_000, help="records for the list benchmark (default: %(default)s)")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="records for the list and web benchmarks (default: %(default)s)")
     parser.add_argument("--creates", type=int, default=3000, help="creates to time per database (default: %(default)s)")
     parser.add_argument("--pg", default=None, help="PostgreSQL URL (default: KILN_BENCH_PG, KILN_TEST_PG or the local server; 'none' to skip)")
     parser.add_argument("--no-list-pg", action="store_true", help="run the list benchmark on SQLite only")

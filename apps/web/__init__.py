@@ -34,7 +34,12 @@ STATIC = ROOT / "static"
 
 def templates() -> Jinja2Templates:
     # autoescape everywhere: every value on a page comes from users or definitions.
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined)
+    # Templates change with a deployment, not while serving: no per-render file checks unless
+    # KILN_DEV=1 (editing templates with the server running).
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined,
+        auto_reload=os.environ.get("KILN_DEV") == "1",
+    )
     env.globals["csrf_token"] = security.csrf_token
     env.globals["current_user"] = security.current_user
     env.globals["user_apps"] = security.user_apps
