@@ -25,7 +25,8 @@ from apps.web.pages.context import (
 from apps.web.pages.fields import display_text, file_rows, title
 from apps.web.pages.lists import field_view, local_time, state_label
 from apps.web.pages.states import look
-from engine import exports
+from engine import approvals as engine_approvals
+from engine import exports, workflow
 from engine.errors import NotFound
 
 
@@ -50,6 +51,9 @@ def timeline(ctx: PageContext, entries: list[dict[str, Any]], titles: dict[str, 
             f = ctx.entity.field(name)
             if name == "state":
                 label, old, new = ctx.gettext("State"), state_label(ctx, before), state_label(ctx, after)
+            elif f is None and entry["action"].startswith("approval:") and name in ("approval", "decision"):
+                label = ctx.gettext("Approval") if name == "approval" else ctx.gettext("Decision")
+                old, new = _decision_word(ctx, before), _decision_word(ctx, after)
             elif f is None:
                 label, old, new = name, _plain(before), _plain(after)
             else:
@@ -72,6 +76,12 @@ def _action_label(ctx: PageContext, action: str) -> str:
     return {"create": ctx.gettext("created"), "update": ctx.gettext("changed")}.get(action, action)
 
 
+def _decision_word(ctx: PageContext, value: Any) -> str:
+    words = {"pending": ctx.gettext("Waiting"), "approved": ctx.gettext("Approved"), "rejected": ctx.gettext("Rejected"),
+             "approve": ctx.gettext("Approved"), "reject": ctx.gettext("Rejected")}  # fmt: skip
+    return words.get(value, _plain(value)) if isinstance(value, str) or value is None else _plain(value)
+
+
 def _plain(value: Any) -> str:
     return "" if value is None else ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
@@ -86,7 +96,11 @@ def detail(request: Request) -> Response:
     item, stored, may_update = _record(ctx, record_id)
     history = ctx.records.history(ctx.entity.name, record_id, ctx.actor)
     if wants_json(request, as_json):
-        return json_response({"record": item, "history": history, "may_update": may_update})
+        data = {"record": item, "history": history, "may_update": may_update}
+        if ctx.entity.workflow is not None:
+            data["transitions"] = [a.as_json(ctx.locale) for a in workflow.available(ctx.records, ctx.entity.name, record_id, ctx.actor)]
+            data["approvals"] = engine_approvals.steps(ctx.records, ctx.entity.name, record_id, ctx.actor)
+        return json_response(data)
     history_links = [{name: v for name, pair in e["changes"].items() for v in pair if isinstance(v, int)} for e in history]
     titles = exports.link_titles(ctx.records, ctx.entity, [item, *history_links], ctx.actor)
     layout = layouts.evaluate(ctx.records, ctx.entity, stored, None, ctx.actor, ctx.locale, creating=False)
@@ -100,12 +114,12 @@ def detail(request: Request) -> Response:
     ]  # fmt: skip
     attachments = [field_view(ctx, f, item[f.name], files=files) for f in file_fields if item[f.name]]
     actions = [{"kind": "edit", "label": ctx.gettext("Edit"), "href": f"{ctx.base}/{record_id}/edit"}] if may_update else []
-    workflow = ctx.entity.workflow is not None
+    has_workflow = ctx.entity.workflow is not None
     data = {
         "ctx": ctx, "item": item, "title": title(ctx.entity, item), "state_label": state_label(ctx, item.get("state")),
-        "state": look(ctx.entity, item.get("state"), ctx.locale) if workflow else None,
-        "transitions": transitions.buttons(ctx, record_id) if workflow else [],
-        "steps": approvals.steps_view(ctx, record_id) if workflow else [],
+        "state": look(ctx.entity, item.get("state"), ctx.locale) if has_workflow else None,
+        "transitions": transitions.buttons(ctx, record_id) if has_workflow else [],
+        "steps": approvals.steps_view(ctx, record_id) if has_workflow else [],
         "sections": [s for s in sections if s["fields"]], "attachments": attachments, "actions": actions,
         "timeline": timeline(ctx, history, titles),
         "created_at": local_time(ctx, item["created_at"]), "updated_at": local_time(ctx, item["updated_at"]),

@@ -93,6 +93,7 @@ def svg(workflow: Workflow, looks: dict[str, StateLook], locale: str, title: str
     back = sorted((e for e in all_edges if e.source != e.target and layer[e.target] <= layer[e.source]),
                   key=lambda e: abs(pos[e.source][0] - pos[e.target][0]))  # fmt: skip
     seen: dict[tuple[str, str], int] = {}
+    lowest = bottom
     for e in all_edges:
         (sx, sy), (tx, ty) = pos[e.source], pos[e.target]
         nth = seen[(e.source, e.target)] = seen.get((e.source, e.target), -1) + 1
@@ -111,10 +112,11 @@ def svg(workflow: Workflow, looks: dict[str, StateLook], locale: str, title: str
             y1, y2 = sy + BOX_H, ty + BOX_H
             d = f"M{x1:.0f},{y1:.0f} C{x1:.0f},{depth:.0f} {x2:.0f},{depth:.0f} {x2:.0f},{y2 + 2:.0f}"
             lx, ly = (x1 + x2) / 2, (y1 + y2) / 8 + depth * 0.75 + 4
+            lowest = max(lowest, ly + FONT / 2)
         parts.append(f'<path d="{d}" fill="none" stroke="{INK}" stroke-width="1.5" marker-end="url(#kiln-arrow)"/>')
         labels.append(f'<text class="edge" x="{lx:.0f}" y="{ly:.0f}" text-anchor="middle" font-size="{FONT - 1}" fill="{INK}" '
                       f'stroke="#fff" stroke-width="4" paint-order="stroke">{escape(e.label)}</text>')  # fmt: skip
-    height = max(bottom + BACK_STEP * len(back) + (FONT if back else 0), bottom) + MARGIN
+    height = lowest + MARGIN
 
     boxes: list[str] = []
     for name, (x, y) in pos.items():
@@ -148,9 +150,14 @@ def _rows(ctx: PageContext, workflow: Workflow, looks: dict[str, StateLook]) -> 
     return [{
         "name": t.name, "label": t.label.get(ctx.locale),
         "from": [looks[s] for s in t.sources if s in looks] if "*" not in t.sources else [],
-        "to": looks.get(t.to), "roles": [roles.get(r, r) for r in t.roles], "only": field(t.only) if t.only else None,
+        "to": looks.get(t.to), "roles": [roles.get(r, r) for r in t.roles], "only": t.only and (ctx.gettext("only the creator") if t.only == "created_by" else ctx.gettext("only the %(field)s", field=field(t.only))),
         "requires": [field(f) for f in t.requires], "guard": t.when.source if t.when else None, "comment": t.comment,
     } for t in workflow.transitions]  # fmt: skip
+
+
+def _label_of(workflow: Workflow, transition: str | None, locale: str) -> str:
+    t = workflow.transition(transition or "")
+    return t.label.get(locale) if t is not None else transition or ""
 
 
 @page
@@ -164,7 +171,7 @@ def workflow_page(request: Request) -> Response:
     data = {
         "ctx": ctx, "heading": heading, "svg": svg(workflow, looks, ctx.locale, heading), "states": list(looks.values()),
         "initial": looks[workflow.initial], "transitions": _rows(ctx, workflow, looks),
-        "approvals": [{"label": a.label.get(ctx.locale) if a.label else a.name, "before": a.before, "guard": a.when.source if a.when else None,
+        "approvals": [{"label": a.label.get(ctx.locale) if a.label else a.name, "before": _label_of(workflow, a.before, ctx.locale), "guard": a.when.source if a.when else None,
                        "mode": a.mode, "on_reject": a.on_reject} for a in workflow.approvals],
     }  # fmt: skip
     return render(request, "pages/workflow.html", data, locale=ctx.locale, gettext=ctx.gettext)

@@ -1,5 +1,6 @@
-"""The workspace ``/``: per app, the signed-in user's open records: those they created and those
-assigned to them (the entity's ``assigned_fields``), newest activity first, counts capped."""
+"""The workspace ``/``: the approvals waiting for the signed-in user (across apps), then per app
+their open records: those they created and those assigned to them (the entity's
+``assigned_fields``), newest activity first, counts capped."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from apps.web import security
+from apps.web.pages import approvals
 from apps.web.pages.context import (
     instance_of,
     json_response,
@@ -84,6 +86,9 @@ def home(request: Request) -> Response:
                 "boxes": boxes(instance, app, entity, actor, app_locale, gettext),
             })  # fmt: skip
         apps.append({"name": name, "label": app.label.get(app_locale), "entities": entities})
+    inbox = approvals.inbox(request, instance, locale)
     if wants_json(request, False):
-        return json_response({"user": user.username, "apps": apps})
-    return render(request, "home.html", {"apps": apps, "cap": COUNT_CAP, "user": user}, locale=locale, gettext=gettext)
+        waiting = [{k: v for k, v in i.items() if k != "state_look"} for i in inbox]
+        return json_response({"user": user.username, "apps": apps, "approvals": waiting})
+    data = {"apps": apps, "cap": COUNT_CAP, "user": user, "inbox": inbox}
+    return render(request, "pages/workspace.html", data, locale=locale, gettext=gettext)

@@ -1,0 +1,154 @@
+"""The workflow in real headless Chromium against the real server, at a desktop and a phone width:
+a dispatcher opens a pending ticket, presses Dispatch, picks the technician in the dialog and
+confirms; a supervisor finds the ticket in "Approvals waiting for me" and approves it.
+Screenshots go to test-artifacts/ (gitignored). Skips like tests/test_browser.py without Chromium.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engine import accounts
+from tests.conftest import add_user
+from tests.test_serve import ROOT, serve, stop, wait_healthy
+from tests.test_workflow_support import APP, USERS
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]  # fmt: skip
+ARTIFACTS = ROOT / "test-artifacts"
+PASSWORD = "correct horse battery"
+
+# The service app of the workflow tests, with colours and English labels for what is pressed.
+COLOURED = (
+    APP.replace("pending: {label: 待受理}", "pending: {label: 待受理, color: gray}")
+    .replace("dispatched: {label: 已派单}", "dispatched: {label: 已派单, color: blue}")
+    .replace("in_progress: {label: 处理中}", "in_progress: {label: 处理中, color: orange}")
+    .replace("closed: {label: 已关闭, final: true}", "closed: {label: 已关闭, final: true, color: green}")
+    .replace("dispatch: {from: pending,", "dispatch: {label: {zh: 派单, en: Dispatch}, from: pending,")
+    .replace("accept: {from: dispatched,", "accept: {label: {zh: 接单, en: Accept}, from: dispatched,")
+)
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[dev]')")
+if not Path(CHROMIUM).exists():
+    pytest.skip("chromium is not installed: run `make browser` as root (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real server on a fresh SQLite instance of the service app, with its users."""
+    from engine import migrations
+    from engine.instance import Instance
+
+    root = tmp_path_factory.mktemp("browser-workflow")
+    (root / "definitions" / "svc").mkdir(parents=True)
+    (root / "definitions" / "svc" / "app.yaml").write_text(COLOURED.lstrip(), encoding="utf-8")
+    db_url = f"sqlite:///{root}/kiln.db"
+    instance = Instance.open(root / "definitions", db_url, env={}, files_dir=root / "files")
+    try:
+        migrations.apply(instance.engine, instance.compiled)
+        for name, (roles, teams) in USERS.items():
+            add_user(instance, name, "svc", roles, teams)
+            accounts.set_password(instance.engine, name, PASSWORD)
+    finally:
+        instance.close()
+    process, port = serve(root / "definitions", db_url)
+    try:
+        wait_healthy(process, port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+def new_ticket(server: str, summary: str) -> tuple[int, str]:
+    """A pending ticket that costs enough to need the director's approval, made by rita through
+    the API with her session (the server owns the database)."""
+    with httpx.Client(base_url=server, timeout=10) as http:
+        page = http.get("/login")
+        token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+        http.post("/login", data={"username": "rita", "password": PASSWORD, "csrf_token": token})
+        token = http.get("/").text.split('"X-CSRF-Token": "')[1].split('"')[0]
+        r = http.post("/api/v1/svc/ticket", json={"summary": summary, "est_cost": "6000"}, headers={"X-CSRF-Token": token})
+        assert r.status_code == 201, r.text
+        return r.json()["id"], r.json()["number"]
+
+
+def log_in(page: object, server: str, username: str, target: str) -> None:
+    page.goto(f"{server}{target}")  # type: ignore[attr-defined]
+    page.fill("input[name=username]", username)  # type: ignore[attr-defined]
+    page.fill("input[name=password]", PASSWORD)  # type: ignore[attr-defined]
+    page.click("form:has(input[name=password]) button[type=submit]")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("width,height", [(1280, 900), (375, 812)], ids=["desktop", "phone"])
+def test_dispatch_then_approve(server: str, browser: object, width: int, height: int):
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = f"{width}px"
+    record_id, number = new_ticket(server, f"Pipe leaking in room {width}")
+    record = f"/a/svc/ticket/{record_id}"
+    expect = playwright_api.expect
+    for who in ("dan", "sue"):
+        context = browser.new_context(viewport={"width": width, "height": height}, locale="en-US")  # type: ignore[attr-defined]
+        context.add_cookies([{"name": "lang", "value": "en", "url": server}])  # the language switch's cookie
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
+        try:
+            if who == "dan":
+                log_in(page, server, "dan", record)
+                page.wait_for_url(re.compile(rf".*{record}(\?.*)?$"))
+                expect(page.locator("#record-state")).to_have_text("待受理")
+                page.locator("a[data-transition=dispatch]").click()
+                dialog = page.locator("#transition-dialog")
+                expect(dialog).to_be_visible()
+                expect(dialog).not_to_have_class(re.compile("htmx-added"))
+                dialog.locator("#transition-confirm").click()  # no technician yet: refused in the dialog
+                expect(dialog.locator("#err-assignee")).to_be_visible()
+                expect(dialog).not_to_have_class(re.compile("htmx-added"))  # settled: its inputs are wired up
+                page.fill("#in-assignee", "to")
+                page.locator("#results-assignee button", has_text="tom").click()
+                expect(page.locator("#chips-assignee")).to_contain_text("tom")
+                page.fill("#in-comment", "Please go this morning")
+                page.screenshot(path=str(ARTIFACTS / f"workflow-dialog-{shot}.png"), full_page=False)
+                dialog.locator("#transition-confirm").click()
+                expect(page.locator("#record-state")).to_have_text("已派单")
+                expect(page.locator("#transition-dialog")).to_have_count(0)
+                expect(page.locator("#timeline")).to_contain_text("Please go this morning")
+                expect(page.locator("#step-director_approval")).to_contain_text("sue")
+                page.screenshot(path=str(ARTIFACTS / f"workflow-dispatched-{shot}.png"), full_page=True)
+                page.goto(f"{server}/a/svc/ticket/workflow")
+                expect(page.locator("#workflow-diagram svg")).to_be_visible()
+                page.screenshot(path=str(ARTIFACTS / f"workflow-diagram-{shot}.png"), full_page=True)
+            else:
+                log_in(page, server, "sue", "/")
+                inbox = page.locator("#approvals-inbox")
+                expect(inbox).to_be_visible()
+                page.screenshot(path=str(ARTIFACTS / f"workflow-inbox-{shot}.png"), full_page=True)
+                inbox.locator("a", has_text=number).click()
+                page.wait_for_url(re.compile(rf".*{record}$"))
+                step = page.locator("#step-director_approval")
+                step.locator("textarea[name=comment]").fill("Within budget")
+                step.locator("button[value=approve]").click()
+                expect(page.locator("#step-director_approval")).to_have_attribute("data-status", "approved")
+                expect(page.locator("#step-director_approval")).to_contain_text("Within budget")
+                page.screenshot(path=str(ARTIFACTS / f"workflow-approved-{shot}.png"), full_page=True)
+            assert not errors, errors
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / f"workflow-failure-{who}-{shot}.png"), full_page=True)
+            raise
+        finally:
+            context.close()
