@@ -243,3 +243,24 @@ async def test_the_diagram_page_draws_every_state_and_transition(flow: Flow):
     assert "cdn" not in r.text.lower() and "<script" not in svg
     table = r.text.split('id="workflow-transitions"')[1].split("</table>")[0]
     assert "not contains(report, &#34;TODO&#34;)" in table or "not contains(report, &quot;TODO&quot;)" in table
+
+
+@pytest.mark.anyio
+async def test_a_team_approver_with_no_role_opens_and_decides_the_record_but_sees_nothing_else(flow: Flow):
+    other = create(flow, summary="别人的工单")
+    t = dispatch(flow, create(flow, est_cost=30000))
+    record = f"/a/svc/ticket/{t['id']}"
+    async with page_client(flow, "bob") as c:  # the board: a team, no role in the app
+        page = await c.get(record)
+        assert page.status_code == 200 and 'id="step-board_countersign"' in page.text and 'value="approve"' in page.text
+        listed = (await c.get("/a/svc/ticket.json")).json()["items"]
+        assert [i["id"] for i in listed] == [t["id"]]  # only the granted record
+        assert (await c.get(f"/a/svc/ticket/{other['id']}")).status_code == 404
+        r = await c.post(f"{record}/approvals/board_countersign", data={"csrf_token": CSRF, "decision": "approve"}, headers=HX)
+        assert r.status_code == 200
+
+
+@pytest.mark.anyio
+async def test_a_user_with_no_role_and_no_grant_cannot_probe_the_app(flow: Flow):
+    async with page_client(flow, "bob") as c:
+        assert (await c.get("/a/svc/ticket")).status_code == 404
