@@ -103,3 +103,14 @@ def add_user(instance, username: str, app: str, roles: list[str] = (), teams: li
                 ).scalar_one()
             conn.execute(insert(system["kiln_team_members"]).values(team_id=team_id, user_id=user_id))
     return user_id
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium for the browser tests (tests/browser_support.py skips them without it)."""
+    from tests.browser_support import ARGS, CHROMIUM, playwright_api
+
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield chromium
+        chromium.close()

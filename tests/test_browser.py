@@ -9,61 +9,28 @@ Needs Debian's chromium (``make browser`` installs it as root) and the ``playwri
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from engine import accounts
+from tests.browser_support import ARTIFACTS, PASSWORD, playwright_api, serve_app
 from tests.conftest import add_user
 from tests.test_pages_support import APP
-from tests.test_serve import ROOT, serve, stop, wait_healthy
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]  # fmt: skip
-ARTIFACTS = ROOT / "test-artifacts"
-PASSWORD = "correct horse battery"
 RECORD_URL = re.compile(r".*/a/desk/ticket/\d+$")
-
-playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[dev]')")
-if not Path(CHROMIUM).exists():
-    pytest.skip("chromium is not installed: run `make browser` as root (apt-get install chromium)", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real server on a fresh SQLite instance of the fixture app, with a user and a site."""
-    from engine import migrations
-    from engine.instance import Instance
 
-    root = tmp_path_factory.mktemp("browser")
-    (root / "definitions" / "desk").mkdir(parents=True)
-    (root / "definitions" / "desk" / "app.yaml").write_text(APP.lstrip(), encoding="utf-8")
-    db_url = f"sqlite:///{root}/kiln.db"
-    instance = Instance.open(root / "definitions", db_url, env={}, files_dir=root / "files")
-    try:
-        migrations.apply(instance.engine, instance.compiled)
+    def setup(instance) -> None:  # noqa: ANN001 - engine.instance.Instance
         add_user(instance, "alice", "desk", ["agent"])
         accounts.set_password(instance.engine, "alice", PASSWORD)
         instance.records("desk").create("site", {"name": "Main hall"}, accounts.actor_for(instance.engine, "alice", "desk"))
-    finally:
-        instance.close()
-    process, port = serve(root / "definitions", db_url)
-    try:
-        wait_healthy(process, port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield chromium
-        chromium.close()
+    yield from serve_app(tmp_path_factory.mktemp("browser"), "desk", APP, setup)
 
 
 @pytest.mark.parametrize("width,height", [(1280, 900), (375, 812)], ids=["desktop", "phone"])

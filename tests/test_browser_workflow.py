@@ -7,23 +7,15 @@ Screenshots go to test-artifacts/ (gitignored). Skips like tests/test_browser.py
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from engine import accounts
+from tests.browser_support import ARTIFACTS, PASSWORD, playwright_api, serve_app
 from tests.conftest import add_user
-from tests.test_serve import ROOT, serve, stop, wait_healthy
 from tests.test_workflow_support import APP, USERS
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]  # fmt: skip
-ARTIFACTS = ROOT / "test-artifacts"
-PASSWORD = "correct horse battery"
 
 # The service app of the workflow tests, with colours and English labels for what is pressed.
 COLOURED = (
@@ -35,43 +27,17 @@ COLOURED = (
     .replace("accept: {from: dispatched,", "accept: {label: {zh: 接单, en: Accept}, from: dispatched,")
 )
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[dev]')")
-if not Path(CHROMIUM).exists():
-    pytest.skip("chromium is not installed: run `make browser` as root (apt-get install chromium)", allow_module_level=True)
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real server on a fresh SQLite instance of the service app, with its users."""
-    from engine import migrations
-    from engine.instance import Instance
 
-    root = tmp_path_factory.mktemp("browser-workflow")
-    (root / "definitions" / "svc").mkdir(parents=True)
-    (root / "definitions" / "svc" / "app.yaml").write_text(COLOURED.lstrip(), encoding="utf-8")
-    db_url = f"sqlite:///{root}/kiln.db"
-    instance = Instance.open(root / "definitions", db_url, env={}, files_dir=root / "files")
-    try:
-        migrations.apply(instance.engine, instance.compiled)
+    def setup(instance) -> None:  # noqa: ANN001 - engine.instance.Instance
         for name, (roles, teams) in USERS.items():
             add_user(instance, name, "svc", roles, teams)
             accounts.set_password(instance.engine, name, PASSWORD)
-    finally:
-        instance.close()
-    process, port = serve(root / "definitions", db_url)
-    try:
-        wait_healthy(process, port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield chromium
-        chromium.close()
+    yield from serve_app(tmp_path_factory.mktemp("browser-workflow"), "svc", COLOURED, setup)
 
 
 def new_ticket(server: str, summary: str) -> tuple[int, str]:
