@@ -32,6 +32,7 @@ from sqlalchemy.types import TypeEngine
 
 from engine.db import UTCDateTime
 from engine.model import App, Entity, Field
+from engine.values import DECIMAL_DIGITS
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias).
 IdType = BigInteger().with_variant(Integer(), "sqlite")
@@ -75,7 +76,7 @@ def value_type(f: Field, computed_type: str | None = None) -> TypeEngine:
     if t == "rating":
         return Integer()
     if t == "decimal":
-        return Numeric(18, f.scale)
+        return Numeric(DECIMAL_DIGITS, f.scale)
     if t == "boolean":
         return Boolean()
     if t == "date":

@@ -20,6 +20,7 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+?[0-9][0-9 \-()]{2,30}$")
 _URL = re.compile(r"^(https?|ftp)://[^\s]+$", re.IGNORECASE)
 _FILE_ID = re.compile(r"^[0-9a-f]{32}$")
+DECIMAL_DIGITS = 18  # the precision of decimal columns (engine.tables.value_type)
 
 
 class BadValue(ValueError):
@@ -57,10 +58,17 @@ def _decimal(value: Any, scale: int) -> Decimal:
         number = None
     if number is None or not number.is_finite():
         raise BadValue(Msg("expected a number"))
+    # The column is NUMERIC(18, scale): 18 - scale digits before the point.
+    if abs(number) >= Decimal(10) ** (DECIMAL_DIGITS - scale):
+        raise BadValue(Msg("the number is out of range"))
     quantum = Decimal(1).scaleb(-scale)
-    if number != number.quantize(quantum):
+    try:
+        quantized = number.quantize(quantum)
+    except InvalidOperation:  # more digits than the decimal context holds: surely too precise
+        raise BadValue(Msg("at most %(n)s decimal places", n=scale)) from None
+    if number != quantized:
         raise BadValue(Msg("at most %(n)s decimal places", n=scale))
-    return number.quantize(quantum)
+    return quantized
 
 
 def _boolean(value: Any) -> bool:

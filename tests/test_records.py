@@ -285,3 +285,12 @@ def test_concurrent_creates_never_share_a_number(repair):
     assert not errors
     assert len(numbers) == 90
     assert sorted(numbers) == [f"MX20260218-{i:04d}" for i in range(1, 91)]
+
+
+@pytest.mark.parametrize("value", ["1e30", "12345678901234567", "0.1234567890123456789012345678901", "-1e16"])
+def test_decimals_beyond_the_column_are_refused(repair, value):
+    instance, records, device, users = repair
+    with pytest.raises(ValidationFailed) as info:
+        records.create("ticket", {"summary": "a", "device": device["id"], "est_cost": value}, SYSTEM, now=NOW)
+    assert set(info.value.fields) == {"est_cost"}
+    _assert_no_tickets(instance)
