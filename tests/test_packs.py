@@ -262,3 +262,33 @@ def test_s16_overlay_disables_remarks_and_keeps_the_pack_files(definitions: Path
     ticket = records.create("ticket", values, SYSTEM)
     assert "remarks" not in ticket and ticket["number"].startswith("GD")
     assert filecmp.cmp(PACK / "entities" / "ticket.yaml", definitions / APP / "entities" / "ticket.yaml", shallow=False)
+
+
+def test_the_owner_hears_when_a_ticket_awaits_their_check(installed):
+    """S17: the service-ticket path 待受理 -> 已派单 -> 处理中 -> 待验收 under the right hands,
+    and 待验收 queues an in-app message to the owner who reported it."""
+    from engine import workflow
+
+    instance, _ = installed
+    records = instance.records(APP)
+    as_user = {name: accounts.actor_for(instance.engine, name, APP) for name in ("zhang_xiuying", "wang_lei", "zhou_tao")}
+    building = records.list("building", SYSTEM, limit=1).items[0]["id"]
+    ticket = records.create(
+        "ticket",
+        {"summary": "阳台地漏堵塞", "category": "plumbing", "area": "indoor", "urgency": "within_2h",
+         "owner_cooperation": "yes", "reporter_phone": "13800138000", "building": building},
+        as_user["zhang_xiuying"],
+    )  # fmt: skip
+    ticket = workflow.transition(records, "ticket", ticket["id"], "dispatch", {"assignee": "zhou_tao"}, ticket["version"], as_user["wang_lei"])
+    ticket = workflow.transition(records, "ticket", ticket["id"], "accept", {}, ticket["version"], as_user["zhou_tao"])
+    outbox = instance.schema.system["kiln_outbox"]
+
+    def queued() -> list[tuple[str, str]]:
+        with instance.engine.connect() as conn:
+            query = select(outbox.c.recipient, outbox.c.channel).where(outbox.c.record_id == ticket["id"])
+            return [tuple(row) for row in conn.execute(query)]
+
+    assert queued() == []
+    ticket = workflow.transition(records, "ticket", ticket["id"], "finish", {}, ticket["version"], as_user["zhou_tao"])
+    assert ticket["state"] == "awaiting_check"
+    assert queued() == [(str(as_user["zhang_xiuying"].id), "in_app")]
