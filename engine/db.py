@@ -94,14 +94,13 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-_writers: dict[int, Engine] = {}
-
-
 def _writer(engine: Engine) -> Engine:
-    """The engine with the ``kiln_write`` option, made once (it shares the engine's pool)."""
-    writer = _writers.get(id(engine))
-    if writer is None or writer.engine is not engine:
-        writer = _writers[id(engine)] = engine.execution_options(kiln_write=True)
+    """The engine with the ``kiln_write`` option, made once and kept on the engine (it shares
+    the engine's pool; kept there, it goes when the engine goes)."""
+    writer = getattr(engine, "_kiln_writer", None)
+    if writer is None:
+        writer = engine.execution_options(kiln_write=True)
+        engine._kiln_writer = writer  # type: ignore[attr-defined]
     return writer
 
 
