@@ -158,7 +158,6 @@ def system_tables(metadata: MetaData) -> dict[str, Table]:
         Column("rule", String(200), nullable=True),
         Column("comment", Text, nullable=True),
         Index("ix_kiln_audit_record", "app", "entity", "record_id", "id"),
-        Index("ix_kiln_audit_at", "at"),
     )  # fmt: skip
     files = Table(
         "kiln_files", metadata,
