@@ -24,13 +24,14 @@ from engine.errors import ValidationFailed
 from engine.expressions import Compiled, EvalContext, SqlContext
 from engine.messages import Msg
 from engine.model import Entity, Expr, Field
+from engine.tables import COMPUTED_SCALE
 from engine.values import BadValue, is_empty, parse
 
 if TYPE_CHECKING:
     from engine.records import Records
 
 
-COMPUTED_QUANTUM = Decimal("0.000001")  # the scale of computed number columns (engine.tables)
+COMPUTED_QUANTUM = Decimal(1).scaleb(-COMPUTED_SCALE)  # as the computed columns store them
 
 
 @functools.lru_cache(maxsize=512)

@@ -53,14 +53,17 @@ def entered_column(state: str) -> str:
     return f"entered_{state}_at"
 
 
+COMPUTED_SCALE = 6  # decimal places of computed number and duration columns
+
+
 def computed_column_type(value_type: str) -> TypeEngine:
     return {
-        "number": Numeric(24, 6),
+        "number": Numeric(24, COMPUTED_SCALE),
         "integer": BigInteger(),
         "boolean": Boolean(),
         "date": Date(),
         "datetime": UTCDateTime(),
-        "duration": Numeric(24, 6),  # seconds
+        "duration": Numeric(24, COMPUTED_SCALE),  # seconds
     }.get(value_type, Text())
 
 

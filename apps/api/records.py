@@ -26,7 +26,7 @@ _ID = re.compile(r"^[0-9]{1,18}$")  # fits a 64-bit id; anything else names no r
 _VERSION = re.compile(r'^(?:W/)?"?([0-9]{1,9})"?$')
 
 
-def _records(request: Request) -> tuple[Records, str, Actor]:
+def records_for(request: Request) -> tuple[Records, str, Actor]:
     app, entity = request.path_params["app"], request.path_params["entity"]
     actor = require_actor(request, app)
     records: Records = instance(request).records(app)
@@ -34,7 +34,7 @@ def _records(request: Request) -> tuple[Records, str, Actor]:
     return records, entity, actor
 
 
-def _record_id(request: Request) -> int:
+def record_id_of(request: Request) -> int:
     raw = request.path_params["id"]
     if not _ID.match(raw):
         raise NotFound(f"no record with id '{raw}'")
@@ -49,7 +49,7 @@ def with_extras(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _etag(record: dict[str, Any]) -> dict[str, str]:
+def etag_of(record: dict[str, Any]) -> dict[str, str]:
     return {"ETag": f'"{record["version"]}"'}
 
 
@@ -79,13 +79,13 @@ def _limit(request: Request) -> int:
 
 
 def create(request: Request, body: bytes) -> Response:
-    records, entity, actor = _records(request)
+    records, entity, actor = records_for(request)
     record = records.create(entity, json_object(parse_json(body)), actor)
-    return JSONResponse(with_extras(record), 201, headers=_etag(record))
+    return JSONResponse(with_extras(record), 201, headers=etag_of(record))
 
 
 def list_(request: Request) -> Response:
-    records, entity, actor = _records(request)
+    records, entity, actor = records_for(request)
     page = records.list(
         entity, actor, **_query(request), sort=request.query_params.get("sort") or "-id", limit=_limit(request),
         cursor=request.query_params.get("cursor") or None,
@@ -94,18 +94,18 @@ def list_(request: Request) -> Response:
 
 
 def count(request: Request) -> Response:
-    records, entity, actor = _records(request)
+    records, entity, actor = records_for(request)
     n, more = records.count(entity, actor, **_query(request))
     return JSONResponse({"count": n, "more": more})
 
 
 def get(request: Request) -> Response:
-    records, entity, actor = _records(request)
-    record = records.get(entity, _record_id(request), actor)
-    return JSONResponse(with_extras(record), headers=_etag(record))
+    records, entity, actor = records_for(request)
+    record = records.get(entity, record_id_of(request), actor)
+    return JSONResponse(with_extras(record), headers=etag_of(record))
 
 
-def _if_match(request: Request) -> int:
+def version_from_if_match(request: Request) -> int:
     raw = request.headers.get("if-match")
     if raw is None:
         raise ApiError(428, "precondition_required", "send the version you read as If-Match: <version>", {"If-Match": "required"})
@@ -116,13 +116,13 @@ def _if_match(request: Request) -> int:
 
 
 def update(request: Request, body: bytes) -> Response:
-    records, entity, actor = _records(request)
-    record_id = _record_id(request)
-    version = _if_match(request)
+    records, entity, actor = records_for(request)
+    record_id = record_id_of(request)
+    version = version_from_if_match(request)
     record = records.update(entity, record_id, json_object(parse_json(body)), version, actor)
-    return JSONResponse(with_extras(record), headers=_etag(record))
+    return JSONResponse(with_extras(record), headers=etag_of(record))
 
 
 def history(request: Request) -> Response:
-    records, entity, actor = _records(request)
-    return JSONResponse({"items": records.history(entity, _record_id(request), actor)})
+    records, entity, actor = records_for(request)
+    return JSONResponse({"items": records.history(entity, record_id_of(request), actor)})

@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from apps.api.auth import instance, require_user
 from apps.api.errors import ApiError, endpoint, json_object, parse_json
-from apps.api.records import _etag, _if_match, _record_id, _records, with_extras
+from apps.api.records import etag_of, record_id_of, records_for, version_from_if_match, with_extras
 from engine import approvals, workflow
 from engine.actors import Actor
 
@@ -54,30 +54,30 @@ def _version(request: Request, body: dict[str, Any]) -> int:
         if isinstance(version, bool) or not isinstance(version, int) or not 0 < version < 2**31:
             raise ApiError(400, "bad_request", "version must be the record's version, a whole number", {"version": "invalid"})
         return version
-    return _if_match(request)
+    return version_from_if_match(request)
 
 
 def transition(request: Request, raw: bytes) -> Response:
-    records, entity, actor = _records(request)
-    record_id = _record_id(request)
+    records, entity, actor = records_for(request)
+    record_id = record_id_of(request)
     body = _body(raw)
     values = {k: v for k, v in body.items() if k not in CONTROL}
     version = _version(request, body)
     name = request.path_params["name"]
     record = workflow.transition(records, entity, record_id, name, values, version, actor, comment=_comment(body))
-    return JSONResponse(with_extras(record), headers=_etag(record))
+    return JSONResponse(with_extras(record), headers=etag_of(record))
 
 
 def available(request: Request) -> Response:
-    records, entity, actor = _records(request)
+    records, entity, actor = records_for(request)
     locale = actor.locale or records.app.locale
-    items = workflow.available(records, entity, _record_id(request), actor)
+    items = workflow.available(records, entity, record_id_of(request), actor)
     return JSONResponse({"items": [t.as_json(locale) for t in items]})
 
 
 def decide(request: Request, raw: bytes) -> Response:
-    records, entity, actor = _records(request)
-    record_id = _record_id(request)
+    records, entity, actor = records_for(request)
+    record_id = record_id_of(request)
     body = _body(raw)
     decision = body.get("decision")
     if decision not in approvals.DECISIONS:
@@ -87,8 +87,8 @@ def decide(request: Request, raw: bytes) -> Response:
 
 
 def steps(request: Request) -> Response:
-    records, entity, actor = _records(request)
-    return JSONResponse({"items": approvals.steps(records, entity, _record_id(request), actor)})
+    records, entity, actor = records_for(request)
+    return JSONResponse({"items": approvals.steps(records, entity, record_id_of(request), actor)})
 
 
 def inbox(request: Request) -> Response:

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from apps.web import security
-from apps.web.pages.context import PageContext, entity_context, form_of, is_htmx, page, render
+from apps.web.pages.context import PageContext, entity_context, form_of, is_htmx, page, record_of, render
 from apps.web.pages.states import look
 from engine import approvals as engine_approvals
 from engine.actors import Actor
@@ -49,10 +49,7 @@ def steps_view(ctx: PageContext, record_id: int) -> list[dict[str, Any]]:
 def decide(request: Request) -> Response:
     """Approve or reject (the pressed button's ``decision``), with the comment box's text."""
     ctx = entity_context(request)
-    raw_id = request.path_params["id"]
-    if not raw_id.isdigit():
-        raise NotFound("no such record")
-    record_id, name = int(raw_id), request.path_params["name"]
+    record_id, name = record_of(request), request.path_params["name"]
     form = form_of(request)
     comment = str(form.get("comment") or "").strip() or None
     try:

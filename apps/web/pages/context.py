@@ -95,6 +95,14 @@ def _granted_any(instance: Instance, app: str, actor: Actor) -> bool:
         return conn.execute(query).first() is not None
 
 
+def record_of(request: Request, raw: str | None = None) -> int:
+    """The record id of the URL (``raw`` when the caller stripped a suffix); 404 if not a number."""
+    raw = request.path_params["id"] if raw is None else raw
+    if not raw.isdigit():
+        raise NotFound("no such record")
+    return int(raw)
+
+
 def strip_json(value: str) -> tuple[str, bool]:
     return (value[: -len(JSON_SUFFIX)], True) if value.endswith(JSON_SUFFIX) else (value, False)
 

@@ -18,6 +18,7 @@ from apps.web.pages.context import (
     entity_context,
     json_response,
     page,
+    record_of,
     render,
     strip_json,
     wants_json,
@@ -90,9 +91,7 @@ def _plain(value: Any) -> str:
 def detail(request: Request) -> Response:
     raw_id, as_json = strip_json(request.path_params["id"])
     ctx = entity_context(request)
-    if not raw_id.isdigit():
-        raise NotFound("no such record")
-    record_id = int(raw_id)
+    record_id = record_of(request, raw_id)
     item, stored, may_update = _record(ctx, record_id)
     history = ctx.records.history(ctx.entity.name, record_id, ctx.actor)
     if wants_json(request, as_json):

@@ -16,19 +16,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from apps.web.pages import layout as layouts
-from apps.web.pages.context import PageContext, entity_context, form_of, page, render
+from apps.web.pages.context import PageContext, entity_context, form_of, page, record_of, render
 from apps.web.pages.fields import Raw, file_rows, form_value, input_values, lenient_record, read_form, title
 from apps.web.pages.lists import field_view
 from engine import exports, permissions
 from engine.errors import Forbidden, NotFound, StaleVersion, ValidationFailed
 from engine.model import Expr
-
-
-def _record_id(request: Request) -> int:
-    try:
-        return int(request.path_params["id"])
-    except (KeyError, ValueError):
-        raise NotFound("no such record") from None
 
 
 def _stored(ctx: PageContext, record_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -164,7 +157,7 @@ def new_form(request: Request) -> Response:
 @page
 def edit_form(request: Request) -> Response:
     ctx = entity_context(request)
-    record_id = _record_id(request)
+    record_id = record_of(request)
     item, stored = _stored(ctx, record_id)
     action = f"{ctx.base}/{record_id}/edit"
     initial = initial_raw(ctx, item)

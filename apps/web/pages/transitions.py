@@ -18,7 +18,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from apps.web.pages.context import PageContext, entity_context, form_of, is_htmx, page, render
+from apps.web.pages.context import PageContext, entity_context, form_of, is_htmx, page, record_of, render
 from apps.web.pages.fields import Raw, form_value, input_values, read_form, title
 from apps.web.pages.lists import field_view
 from apps.web.pages.states import look
@@ -38,13 +38,6 @@ def buttons(ctx: PageContext, record_id: int) -> list[dict[str, Any]]:
             "blocked": ctx.gettext(a.blocked) if a.blocked else None, "href": f"{ctx.base}/{record_id}/transitions/{a.name}",
         })  # fmt: skip
     return out
-
-
-def _record_id(request: Request) -> int:
-    raw = request.path_params["id"]
-    if not raw.isdigit():
-        raise NotFound("no such record")
-    return int(raw)
 
 
 def _transition(ctx: PageContext, name: str) -> Transition:
@@ -101,7 +94,7 @@ def _show(request: Request, ctx: PageContext, data: dict[str, Any], status: int 
 def dialog(request: Request) -> Response:
     """GET: the dialog of one transition; POST: take it."""
     ctx = entity_context(request)
-    record_id = _record_id(request)
+    record_id = record_of(request)
     t = _transition(ctx, request.path_params["name"])
     if request.method == "POST":
         return _take(request, ctx, record_id, t)
