@@ -174,10 +174,11 @@ def add_user(
 
     A new user gets ``password`` or a generated one, returned so it can be shown once. An existing
     user keeps their password unless one is given, and gains (never loses) the roles, team, manager
-    and admin flag named; the returned password is then None when unchanged. With ``definition``
-    (the app's model) the roles and the team are checked against it; ``lead`` makes the user the
-    team's lead. ``password_hash`` (from :func:`hash_password`) stands in for ``password`` where
-    many users share one known password (demo data), so it is hashed once, not once per user.
+    and admin flag named (an e-mail or phone given replaces theirs); the returned password is then
+    None when unchanged. With ``definition`` (the app's model) the roles and the team are checked
+    against it; ``lead`` makes the user the team's lead. ``password_hash`` (from
+    :func:`hash_password`) stands in for ``password`` where many users share one known password
+    (demo data), so it is hashed once, not once per user.
     With ``by`` (the administrator acting) the change is written to the audit trail in the same
     transaction; the command line and demo data pass none.
     """
@@ -228,6 +229,10 @@ def add_user(
                 changes["display_name"] = display_name
             if manager_id is not None:
                 changes["manager_id"] = manager_id
+            if email:
+                changes["email"] = email
+            if phone:
+                changes["phone"] = phone
             if changes:
                 conn.execute(update(users).where(users.c.id == user_id).values(**changes))
                 if by is not None:

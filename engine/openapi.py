@@ -306,6 +306,17 @@ def static_paths() -> dict[str, Any]:
             "responses": _responses({"200": _json({"type": "object", "required": ["items"], "properties": {"items": {"type": "array",
                 "items": {"type": "object", "properties": {"app": {"type": "string"}, "entity": {"type": "string"},
                                                            "record_id": {"type": "integer"}, "approval": {"type": "string"}}}}}})})}},
+        "/me/notifications": {"get": {
+            "operationId": "me.notifications", "tags": ["notifications"], "summary": "The user's in-app notifications, newest first",
+            "parameters": [_param("before", "query", {"type": "integer", "minimum": 0}, "the next_before of the previous page"),
+                           _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100}, "at most this many")],
+            "responses": _responses({"200": _json({"type": "object", "required": ["items", "next_before", "unread"], "properties": {
+                "items": {"type": "array", "items": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "app": {"type": "string"}, "entity": {"type": "string"},
+                    "record_id": {"type": ["integer", "null"]}, "subject": {"type": ["string", "null"]}, "body": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"}, "read": {"type": "boolean"},
+                    "href": {"type": ["string", "null"]}}}},
+                "next_before": {"type": ["integer", "null"]}, "unread": {"type": "integer"}}})}, "400")}},
         "/openapi.json": {"get": {
             "operationId": "openapi", "tags": ["meta"], "summary": "This document", "security": [],
             "responses": {"200": _json({"type": "object"})}}},

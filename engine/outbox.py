@@ -3,7 +3,11 @@
 A rule's ``notify`` and ``webhook`` (and SLA escalations) never send anything themselves: they
 write one ``kiln_outbox`` row per (recipient, channel) in the same transaction as the change that
 caused them, so a change and its notifications commit together or not at all. Delivery (with
-retries and back-off) reads the pending rows after commit; it belongs to a later issue.
+retries and back-off, engine/delivery.py) reads the due rows after commit.
+
+A row's ``status``: ``pending`` (queued), ``sending`` (leased by a deliverer), ``retry`` (an
+attempt failed; ``next_attempt_at`` says when the next one is due), ``sent`` or ``failed`` (no more
+attempts; ``last_error`` says why). ``rows`` and ``retry`` serve ``run.py outbox`` and the page.
 
 The row's ``event_key`` names the event that caused it (e.g. ``repair/ticket/7/v3/rule:夜班直派/2``);
 the UNIQUE key (event_key, recipient, channel) makes queuing the same notification twice a no-op,
@@ -17,7 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine import assignment, audit
@@ -28,6 +32,11 @@ if TYPE_CHECKING:
     from engine.rules import Scope
 
 PENDING = "pending"
+SENDING = "sending"
+RETRY = "retry"
+SENT = "sent"
+FAILED = "failed"
+STATUSES = (PENDING, SENDING, RETRY, SENT, FAILED)
 
 
 def enqueue(
@@ -64,6 +73,38 @@ def for_record(conn: Connection, outbox: Table, app: str, entity: str, record_id
         .order_by(outbox.c.id)
     )
     return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def rows(
+    conn: Connection, outbox: Table, status: str | None = None, before: int | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Rows newest first, of one ``status`` or all, with ids below ``before`` (keyset pages)."""
+    query = select(outbox)
+    if status:
+        query = query.where(outbox.c.status == status)
+    if before is not None:
+        query = query.where(outbox.c.id < before)
+    return [dict(r) for r in conn.execute(query.order_by(outbox.c.id.desc()).limit(limit)).mappings()]
+
+
+def retry(conn: Connection, outbox: Table, row_id: int, now: dt.datetime) -> bool:
+    """Queue a ``failed`` (or waiting ``retry``) row again, due now, with its attempts counted
+    afresh; False when there is no such row in those states."""
+    statement = (
+        update(outbox)
+        .where(outbox.c.id == row_id, outbox.c.status.in_((FAILED, RETRY)))
+        .values(status=PENDING, attempts=0, next_attempt_at=now)
+    )
+    return conn.execute(statement).rowcount == 1
+
+
+def recipient_names(conn: Connection, users: Table, rows: list[dict[str, Any]]) -> dict[int, str]:
+    """The usernames of the rows' user recipients (a webhook's recipient is its URL), by id."""
+    ids = {int(r["recipient"]) for r in rows if str(r["recipient"]).isdigit()}
+    if not ids:
+        return {}
+    query = select(users.c.id, users.c.username).where(users.c.id.in_(ids))
+    return {user_id: name for user_id, name in conn.execute(query)}
 
 
 # -- rule actions ------------------------------------------------------------------------------

@@ -227,7 +227,7 @@ def system_tables(metadata: MetaData) -> dict[str, Table]:
 
 def rule_tables(metadata: MetaData) -> tuple[Table, ...]:
     """The tables of rules (engine/rules.py and its helpers): the notification outbox, the
-    round-robin cursors, system tags and marks."""
+    round-robin cursors, system tags and marks, and the delivered in-app notifications."""
     # One row per (event, recipient, channel): the unique key makes queuing the same notification
     # twice a no-op, so a retried change never sends twice (engine/outbox.py).
     outbox = Table(
@@ -279,7 +279,24 @@ def rule_tables(metadata: MetaData) -> tuple[Table, ...]:
         Column("rule", String(200), nullable=True),
         Index("ix_kiln_marks_color", "app", "entity", "color", "record_id"),
     )  # fmt: skip
-    return outbox, cursors, tags, marks
+    # The in-app notifications (engine/notifications.py): one row per delivered in_app outbox row
+    # (UNIQUE outbox_id: delivering it again adds nothing), read or not.
+    notifications = Table(
+        "kiln_notifications", metadata,
+        Column("id", IdType, primary_key=True, autoincrement=True),
+        Column("user_id", IdType, ForeignKey("kiln_users.id", ondelete="CASCADE"), nullable=False),
+        Column("outbox_id", BigInteger, nullable=False, unique=True),
+        Column("app", String(64), nullable=False),
+        Column("entity", String(64), nullable=False),
+        Column("record_id", BigInteger, nullable=True),
+        Column("subject", Text, nullable=True),
+        Column("body", Text, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("read_at", UTCDateTime, nullable=True),
+        Index("ix_kiln_notifications_user", "user_id", "id"),
+        Index("ix_kiln_notifications_unread", "user_id", "read_at", "id"),
+    )  # fmt: skip
+    return outbox, cursors, tags, marks, notifications
 
 
 def workflow_tables(metadata: MetaData) -> tuple[Table, ...]:

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "market": ("market", "template packs: list, install, upgrade, uninstall"),
     "user": ("users", "users: add"),
     "token": ("tokens", "API tokens: create"),
+    "outbox": ("outbox", "the notification outbox: list, retry a row, deliver the due rows now"),
     "bench": ("bench", "the benchmark suite (benchmarks/)"),
 }
 

@@ -1,7 +1,8 @@
-"""`run.py user add NAME --app APP --roles R1,R2 [--team T] [--lead] [--manager NAME] [--password P] [--admin]`.
+"""`run.py user add NAME --app APP --roles R1,R2 [--team T] [--lead] [--manager NAME] [--password P] [--admin]
+[--email E] [--phone P]`.
 
-Adds a user, or updates an existing one (roles, team, manager and admin are added; the password
-changes only when ``--password`` is given), so ``user add admin --admin --password NEW`` is how an
+Adds a user, or updates an existing one (roles, team, manager and admin are added; the password,
+e-mail and phone change only when given), so ``user add admin --admin --password NEW`` is how an
 admin password is reset. A new user without ``--password`` gets a generated one, printed once.
 
 The helpers at the bottom are shared by the other account and pack commands (tokens, market).
@@ -28,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--manager", help="the username of the user's direct manager")
     add.add_argument("--password", help="the password (default: a generated one, printed once)")
     add.add_argument("--display-name", help="the name shown in pages (default: the username)")
+    add.add_argument("--email", help="the e-mail address notifications go to (channel email)")
+    add.add_argument("--phone", help="the mobile number notifications go to (channels sms, wecom, dingtalk)")
     add.add_argument("--admin", action="store_true", help="an instance administrator (users, packs, the studio)")
 
 
@@ -51,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         existed = accounts.get_user(engine, args.name) is not None
         _, password = accounts.add_user(
             engine, args.name, args.app, roles, team=args.team, manager=args.manager, password=args.password,
-            admin=args.admin, display_name=args.display_name, lead=args.lead, definition=definition,
+            admin=args.admin, display_name=args.display_name, lead=args.lead, definition=definition, email=args.email,
+            phone=args.phone,
         )  # fmt: skip
     except accounts.AccountError as exc:
         return fail(str(exc))

@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from apps import api
-from apps.web import admin, auth, i18n, pages, security, views
+from apps.web import admin, auth, i18n, notifications, outbox, pages, security, views
 from engine import settings
 from engine.instance import Instance
 
@@ -43,6 +43,7 @@ def templates() -> Jinja2Templates:
     env.globals["csrf_token"] = security.csrf_token
     env.globals["current_user"] = security.current_user
     env.globals["user_apps"] = security.user_apps
+    env.globals["unread_count"] = notifications.unread_count
     i18n.install(env)  # _, gettext, current_locale, label, locales
     return Jinja2Templates(env=env)
 
@@ -52,6 +53,8 @@ def routes() -> list[BaseRoute]:
         Route("/-/health", views.health, name="health"),
         *auth.routes(),
         *admin.routes(),
+        *notifications.routes(),
+        *outbox.routes(),
         Mount("/api/v1", routes=api.routes(), name="api"),
         Mount("/static", app=StaticFiles(directory=STATIC, check_dir=False), name="static"),
         *pages.routes(),
