@@ -22,6 +22,7 @@ from cerberus import TypeDefinition, Validator, errors
 from cerberus.errors import ValidationError
 
 from engine.builder import parse_size
+from engine.calendars import days_of
 from engine.errors import Loc, Problem, did_you_mean
 from engine.model import SYSTEM_FIELDS
 from engine.schema_rules import (
@@ -46,7 +47,7 @@ _KIND_OF_MAP = {
     "teams": "team", "calendars": "calendar", "dashboards": "dashboard", "approvals": "approval", "templates": "template",
 }  # fmt: skip
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_DAY_SPEC = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?$")
+_DAY_SPEC = re.compile(r"^((mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?(\s*,\s*|$))+$")
 _RANGE = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 _DATE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
 _MIME = re.compile(r"^[a-z]+/([a-z0-9.+-]+|\*)$")
@@ -167,23 +168,32 @@ class DefinitionValidator(Validator):
     def _check_with_hours(self, field: str, value: Mapping[str, Any]) -> None:
         if not isinstance(value, Mapping):
             return
+        named: dict[int, str] = {}
         for days, ranges in value.items():
-            if not _DAY_SPEC.match(str(days)):
+            spec_ok = _DAY_SPEC.match(str(days))
+            if not spec_ok:
                 self._report(
                     (field, days), f"'{days}' is not a day or day range; write e.g. mon-fri, sat ({', '.join(_DAYS)})", True
                 )
+            for day in days_of(str(days)) if spec_ok else ():
+                if day in named:
+                    self._report((field, days), f"{_DAYS[day]} already has hours (from {named[day]}); name each day once", True)
+                    break
+                named[day] = str(days)
             if ranges is None or str(ranges).strip() in ("", "closed", "off"):
                 continue
             for part in str(ranges).split(","):
                 match = _RANGE.match(part.strip())
-                if not match or int(match.group(1)) * 60 + int(match.group(2)) > 24 * 60 or (
-                    int(match.group(3)) * 60 + int(match.group(4)) > 24 * 60
-                ):
+                start, end = (int(match[1]) * 60 + int(match[2]), int(match[3]) * 60 + int(match[4])) if match else (0, 0)
+                if not match or start >= 24 * 60 or end > 24 * 60:
                     self._report(
                         (field, days),
                         f"'{part.strip()}' is not a time range; write HH:MM-HH:MM, several separated by commas, "
                         'e.g. "08:30-12:00,13:00-17:30" (a range may cross midnight: "20:00-08:00")',
                     )
+                    break
+                if start == end:
+                    self._report((field, days), f"'{part.strip()}' starts and ends at the same time; a whole day is 00:00-24:00")
                     break
 
     def _check_with_options(self, field: str, value: Any) -> None:
