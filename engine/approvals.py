@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Row, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine import assignment, audit, outbox, rules, workflow
+from engine import assignment, audit, outbox, rules, sla, workflow
 from engine.actors import SYSTEM, Actor
 from engine.errors import Conflict, Forbidden, NotFound, RecordError, ValidationFailed, did_you_mean
 from engine.model import Approval, Approvers, Entity, Expr, Transition
@@ -174,6 +174,7 @@ def _record_decision(records: Records, conn: Connection, step: Row, a: Approval,
 def _approved_event(records: Records, conn: Connection, entity: Entity, record: dict[str, Any], a: Approval, actor: Actor,
                     now: dt.datetime) -> None:  # fmt: skip
     # ``approved(A)`` rules run through the rules runtime's event entry point, once it has one.
+    sla.on_event(records, conn, entity, record, f"approved({a.name})", now)  # a clock may start or stop on it
     run_event = getattr(rules, "run_event", None)
     if callable(run_event):
         run_event(records, conn, entity, record, f"approved({a.name})", actor, now)

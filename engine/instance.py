@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +38,8 @@ class Instance:
         system = self.compiled.schema.system
         self.users = UserDirectory(system["kiln_users"], system["kiln_user_roles"])
         self._records: dict[str, object] = {}
+        # Called after a commit that queued notifications (engine/jobs.py wakes the deliverer).
+        self.outbox_listeners: list[Callable[[], None]] = []
 
     @property
     def schema(self):  # noqa: ANN201 - engine.tables.Schema
@@ -49,6 +51,10 @@ class Instance:
         if app not in self._records:
             self._records[app] = Records(self, self.compiled.app(app))
         return self._records[app]
+
+    def outbox_committed(self) -> None:
+        for listener in self.outbox_listeners:
+            listener()
 
     def close(self) -> None:
         self.engine.dispose()

@@ -37,6 +37,7 @@ RETRY = "retry"
 SENT = "sent"
 FAILED = "failed"
 STATUSES = (PENDING, SENDING, RETRY, SENT, FAILED)
+QUEUED = "kiln_outbox_queued"  # set in conn.info when a transaction queued a row
 
 
 def enqueue(
@@ -56,7 +57,10 @@ def enqueue(
         .on_conflict_do_nothing(index_elements=["event_key", "recipient", "channel"])
         .returning(outbox.c.id)
     )
-    return conn.execute(statement).first() is not None
+    queued = conn.execute(statement).first() is not None
+    if queued:  # the records service wakes the deliverer once this transaction commits
+        conn.info[QUEUED] = True
+    return queued
 
 
 def pending(conn: Connection, outbox: Table, limit: int = 100) -> list[dict[str, Any]]:

@@ -149,6 +149,15 @@ class Query:
                 values = list(self.records.users.ids(conn, [str(v) for v in values]).values())
             return table.c[name].in_(values)
         f = entity.field(name)
+        if name == "flag" and f is None:  # records flagged by a rule or an SLA escalation (mark: red)
+            marks = self.records.schema.system["kiln_marks"]
+            colours = [str(v) for v in (raw if isinstance(raw, list) else [raw])]
+            return exists(
+                select(marks.c.record_id).where(
+                    marks.c.app == self.records.app.name, marks.c.entity == entity.name, marks.c.color.in_(colours),
+                    marks.c.record_id == table.c.id,
+                )
+            )  # fmt: skip
         if f is None or f.disabled or name in hidden:
             raise BadQuery(f"cannot filter on '{name}'", {name: "unknown field"})
         try:

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from engine import approvals, audit, permissions, queries, rules, tags
+from engine import approvals, audit, outbox, permissions, queries, rules, sla, tags
 from engine.actors import Actor
 from engine.db import Prepared, write
 from engine.errors import Forbidden, NotFound, StaleVersion, ValidationFailed, did_you_mean
@@ -173,6 +173,7 @@ class Records:
                 item[entered_column(state)] = to_json(r.get(entered_column(state)))
             out.append(item)
         tags.attach(conn, self, entity, out)  # system tags and flags (rules' add_tag, mark)
+        sla.attach(conn, self, entity, out, actor)  # the record's SLA clocks, for entities with some
         return out
 
     # -- writing -------------------------------------------------------------------------------
@@ -182,9 +183,14 @@ class Records:
         """A write transaction; unique-constraint races surface as a validation error."""
         try:
             with write(self.instance.engine) as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    queued = conn.info.pop(outbox.QUEUED, False)
         except IntegrityError as exc:
             raise ValidationFailed("a value must be unique but is already used", _unique_fields(exc)) from None
+        if queued:  # committed with notifications: wake the deliverer (engine/jobs.py)
+            self.instance.outbox_committed()
 
     def create(self, entity_name: str, values: Mapping[str, Any], actor: Actor, now: dt.datetime | None = None) -> dict[str, Any]:
         entity = self.entity(entity_name)
@@ -300,6 +306,7 @@ class Records:
         """Everything a change sets off, in its own transaction: the entity's rules (which may
         change records themselves, and so come back here), then the approvals and carbon copies
         the change opens (safe to run twice for one change). True when a rule acted."""
+        sla.on_change(self, conn, change)  # first: a rule moving the record on then stops the clock
         acted = rules.run(self, conn, change)
         approvals.on_change(self, conn, change)
         return acted

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     Time,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeEngine
 
@@ -220,7 +221,7 @@ def system_tables(metadata: MetaData) -> dict[str, Table]:
         t.name: t
         for t in (
             users, teams, members, roles, tokens, audit, files, sequences, migrations, settings, login_failures,
-            saved_views, *rule_tables(metadata), *workflow_tables(metadata),
+            saved_views, *rule_tables(metadata), *workflow_tables(metadata), *time_tables(metadata),
         )
     }  # fmt: skip
 
@@ -297,6 +298,52 @@ def rule_tables(metadata: MetaData) -> tuple[Table, ...]:
         Index("ix_kiln_notifications_unread", "user_id", "read_at", "id"),
     )  # fmt: skip
     return outbox, cursors, tags, marks, notifications
+
+
+def time_tables(metadata: MetaData) -> tuple[Table, ...]:
+    """The tables of time (engine/sla.py, engine/scan.py): the SLA clocks and the claims of
+    scheduled rule runs."""
+    # One row per (record, clock name). The time scan reads only the partial index on
+    # next_check_at (NULL when met, paused or with nothing left to fire): an index range, never the
+    # whole table. Breach counts per day read the partial index on breached_at.
+    clocks = Table(
+        "kiln_sla_clocks", metadata,
+        Column("id", IdType, primary_key=True, autoincrement=True),
+        Column("app", String(64), nullable=False),
+        Column("entity", String(64), nullable=False),
+        Column("record_id", BigInteger, nullable=False),
+        Column("name", String(64), nullable=False),
+        Column("entry", Integer, nullable=False),  # which of the entity's sla entries applies
+        Column("calendar", String(64), nullable=False),
+        Column("target_seconds", BigInteger, nullable=False),
+        Column("started_at", UTCDateTime, nullable=False),
+        Column("paused_at", UTCDateTime, nullable=True),
+        Column("paused_seconds", BigInteger, nullable=False, default=0),
+        Column("due_at", UTCDateTime, nullable=False),
+        Column("breached_at", UTCDateTime, nullable=True),
+        Column("met_at", UTCDateTime, nullable=True),
+        Column("next_check_at", UTCDateTime, nullable=True),
+        Column("escalation_level", Integer, nullable=False, default=0),
+        UniqueConstraint("app", "entity", "record_id", "name", name="uq_kiln_sla_clocks_record"),
+        Index(
+            "ix_kiln_sla_clocks_next_check", "next_check_at", "id",
+            postgresql_where=text("next_check_at IS NOT NULL"), sqlite_where=text("next_check_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_kiln_sla_clocks_breached", "app", "entity", "breached_at",
+            postgresql_where=text("breached_at IS NOT NULL"), sqlite_where=text("breached_at IS NOT NULL"),
+        ),
+    )  # fmt: skip
+    # A scheduled rule's due instant is run by whoever inserts its row, in the run's transaction.
+    schedule_runs = Table(
+        "kiln_schedule_runs", metadata,
+        Column("due_at", UTCDateTime, primary_key=True),
+        Column("app", String(64), primary_key=True),
+        Column("entity", String(64), primary_key=True),
+        Column("rule", String(200), primary_key=True),
+        Column("ran_at", UTCDateTime, nullable=False),
+    )  # fmt: skip
+    return clocks, schedule_runs
 
 
 def workflow_tables(metadata: MetaData) -> tuple[Table, ...]:

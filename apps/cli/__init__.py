@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "user": ("users", "users: add"),
     "token": ("tokens", "API tokens: create"),
     "outbox": ("outbox", "the notification outbox: list, retry a row, deliver the due rows now"),
+    "worker": ("worker", "a Huey consumer for the job queue (the time scan and deliveries)"),
+    "jobs": ("jobs", "jobs: run-due (the time scan at an instant: SLA checks, escalations, scheduled rules)"),
     "bench": ("bench", "the benchmark suite (benchmarks/)"),
 }
 

@@ -11,12 +11,14 @@ SUITE = {
     "creates": "benchmarks.creates",
     "list": "benchmarks.listpage",
     "web": "benchmarks.web",
+    "sla": "benchmarks.sla",
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", default="", help="comma-separated benchmarks to run: " + ", ".join(SUITE))
     parser.add_argument("--rows", type=int, default=1_000_000, help="records for the list and web benchmarks (default: %(default)s)")
+    parser.add_argument("--clocks", type=int, default=1_000_000, help="running SLA clocks for the sla benchmark (default: %(default)s)")
     parser.add_argument("--creates", type=int, default=3000, help="creates to time per database (default: %(default)s)")
     parser.add_argument("--pg", default=None, help="PostgreSQL URL (default: KILN_BENCH_PG, KILN_TEST_PG or the local server; 'none' to skip)")
     parser.add_argument("--no-list-pg", action="store_true", help="run the list benchmark on SQLite only")
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(SUITE)}")
         return 2
-    options = {"rows": args.rows, "creates": args.creates, "pg": args.pg, "list_pg": not args.no_list_pg}
+    options = {"rows": args.rows, "creates": args.creates, "pg": args.pg, "list_pg": not args.no_list_pg, "sla_clocks": args.clocks}
     for name in names:
         start = time.perf_counter()
         module = importlib.import_module(SUITE[name])

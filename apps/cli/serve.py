@@ -1,4 +1,4 @@
-"""`run.py serve [--host H] [--port P] [--workers N] [--first-run]`, and `python run.py` alone.
+"""`run.py serve [--host H] [--port P] [--workers N] [--queue URL] [--first-run]`, and `python run.py` alone.
 
 ``python run.py`` with no arguments is ``serve --first-run``: on a fresh instance (no app folder
 in the definitions folder) it installs the service-ticket pack with its demo data, creates the
@@ -8,12 +8,17 @@ then serves. Later runs say that the admin exists and how to reset its password.
 The server refuses to start while the definitions have database changes that are not applied
 (it prints the plan and ``python run.py migrate``), and on definition errors (FILE:LINE:COL,
 exit 1). Only the first run migrates by itself: later schema changes are the operator's call.
+
+Jobs (engine/jobs.py): with the default SQLite queue the consumer that runs the minute scan and
+the deliveries runs in threads of this process; with ``--queue redis://...`` the web processes
+only enqueue, and ``run.py worker`` processes consume.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -24,6 +29,7 @@ from apps.cli.market import migrate_and_load_demo, print_demo
 from engine import accounts, migrations, packs
 from engine.errors import DefinitionError
 from engine.instance import Instance
+from engine.jobs import Jobs, QueueError
 from engine.loader import app_folders
 
 FIRST_PACK = "service_ticket"
@@ -34,7 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="web processes (default: %(default)s)")
-    parser.add_argument("--queue", default=None, help="job queue URL (default: SQLite; jobs are not built yet)")
+    parser.add_argument(
+        "--queue", default=os.environ.get("KILN_QUEUE") or None,
+        help="job queue URL: default the SQLite queue beside the database, with its consumer in this process; "
+        "redis://HOST:PORT/DB for `run.py worker` consumers",
+    )  # fmt: skip
     parser.add_argument(
         "--first-run", action="store_true",
         help="on a fresh instance install the service-ticket pack with demo data and an admin user (what `python run.py` does)",
@@ -63,20 +73,47 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         instance.close()
         raise
+    try:
+        jobs = Jobs.open(instance, args.queue, args.db).attach()
+    except QueueError as exc:
+        instance.close()
+        return fail(str(exc))
     url = f"http://{args.host}:{args.port}/"
     print(f"Kiln is serving {url}  (stop with Ctrl+C)", flush=True)
     if args.first_run:
         print(f"log in at {url}login as {ADMIN}, or as a demo user", flush=True)
-    if args.workers > 1:
-        # Each worker process builds its own app from the environment (see apps.web.app_from_env).
-        instance.close()
-        os.environ["KILN_DB"], os.environ["KILN_DEFINITIONS"] = args.db, str(definitions)
-        uvicorn.run("apps.web:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers)
-        return 0
-    from apps.web import create_app
+    # With the SQLite queue the consumer (the minute scan, deliveries) runs in threads here,
+    # started before the server and stopped after it, letting a running task finish. uvicorn
+    # raises the stop signal again once it has shut down; as an exception here it lets the
+    # consumer stop too, instead of ending the process in the middle of a task.
+    consumer = jobs.start() if jobs.embedded else None
+    previous = signal.signal(signal.SIGTERM, _stopped)
+    try:
+        if args.workers > 1:
+            # Each worker process builds its own app from the environment (see apps.web.app_from_env).
+            os.environ["KILN_DB"], os.environ["KILN_DEFINITIONS"] = args.db, str(definitions)
+            os.environ["KILN_QUEUE"] = args.queue or ""
+            uvicorn.run("apps.web:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers)
+            return 0
+        from apps.web import create_app
 
-    uvicorn.run(create_app(instance, close_on_shutdown=True), host=args.host, port=args.port)
-    return 0
+        uvicorn.run(create_app(instance), host=args.host, port=args.port)
+        return 0
+    except Stopped:
+        return 0
+    finally:
+        if consumer is not None:
+            jobs.stop(consumer)
+        instance.close()
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Stopped(Exception):
+    """SIGTERM, after the web server has shut down."""
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise Stopped()
 
 
 def first_install(args: argparse.Namespace) -> bool:

@@ -79,4 +79,7 @@ def create_app(instance: Instance, close_on_shutdown: bool = False) -> Starlette
 def app_from_env() -> Starlette:
     """The app of one worker process, from the environment ``run.py serve`` prepared."""
     instance = Instance.open(os.environ.get("KILN_DEFINITIONS", "definitions"), os.environ.get("KILN_DB", "sqlite:///data/kiln.db"))
+    from engine.jobs import Jobs  # this process enqueues deliveries; serve's consumer or the workers run them
+
+    Jobs.open(instance, os.environ.get("KILN_QUEUE") or None, os.environ.get("KILN_DB", "sqlite:///data/kiln.db")).attach()
     return create_app(instance, close_on_shutdown=True)

@@ -21,6 +21,7 @@ from apps.web.pages.context import (
     strip_json,
     wants_json,
 )
+from apps.web.pages import marks
 from apps.web.pages.fields import FieldView, title, view
 from apps.web.pages.liststate import ListState, filter_fields, parse_state, to_spec
 from engine import exports, permissions
@@ -140,6 +141,7 @@ def list_page(request: Request) -> Response:
         items, window, _ = read_page(ctx, state)
         return json_response({"items": items, "next_cursor": window.next_cursor, "prev_cursor": window.prev_cursor})
     data = list_context(ctx, state)
+    data["flags"] = marks.row_flags(ctx.instance, ctx.app, ctx.entity, [r["id"] for r in data["window"].items])
     data["filters"] = filter_controls(ctx, state)
     user = request.state.user
     data["views"] = SavedViews(ctx.instance.engine, ctx.instance.schema.system["kiln_saved_views"]).list(user.id, ctx.app.name, ctx.entity.name)

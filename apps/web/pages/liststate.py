@@ -4,7 +4,8 @@ Parameters: ``q`` (search over text fields), ``sort`` (a column, ``-`` for desce
 ``cursor`` (the page after a row) or ``before`` (the page before a row), and per filterable field
 its name with one or more values (``category=plumbing&category=walls``, ``assignee=liu_qiang``,
 ``building=3``, ``state=pending``) or, for dates, ``<field>.from`` / ``<field>.to`` (inclusive
-days in the app's timezone). A field named like a reserved parameter cannot be filtered by URL.
+days in the app's timezone); ``flag=red`` keeps the records flagged red (``mark: red``). A field
+named like a reserved parameter cannot be filtered by URL.
 """
 
 from __future__ import annotations
@@ -100,6 +101,9 @@ def parse_state(params: QueryParams, entity: Entity, actor: Actor) -> ListState:
             _range(state, params, name)
     for name in SYSTEM_RANGES:
         _range(state, params, name)
+    flags = [v for v in params.getlist("flag") if v]
+    if flags and entity.field("flag") is None:  # marked records (``flag=red``): the workspace banner's link
+        state.filters["flag"] = flags
     return state
 
 

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from apps.web import security
-from apps.web.pages import approvals
+from apps.web.pages import approvals, marks
 from apps.web.pages.context import (
     instance_of,
     json_response,
@@ -69,7 +69,7 @@ def home(request: Request) -> Response:
     instance = instance_of(request)
     locale = locale_for(request, None)
     gettext = translator(locale)
-    apps = []
+    apps, alerts = [], []
     for name, compiled in sorted(instance.compiled.apps.items()):
         app = compiled.app
         actor = security.actor(request, name)
@@ -85,10 +85,12 @@ def home(request: Request) -> Response:
                 "new": f"/a/{name}/{entity.name}/new" if permissions.can_create(entity, actor) else None,
                 "boxes": boxes(instance, app, entity, actor, app_locale, gettext),
             })  # fmt: skip
+            if red := marks.alert(instance, app, entity, actor, entity.label.get(app_locale), gettext):
+                alerts.append(red)  # the banner: records this user sees flagged red (S18)
         apps.append({"name": name, "label": app.label.get(app_locale), "entities": entities})
     inbox = approvals.inbox(request, instance, locale)
     if wants_json(request, False):
         waiting = [{k: v for k, v in i.items() if k != "state_look"} for i in inbox]
-        return json_response({"user": user.username, "apps": apps, "approvals": waiting})
-    data = {"apps": apps, "cap": COUNT_CAP, "user": user, "inbox": inbox}
+        return json_response({"user": user.username, "apps": apps, "approvals": waiting, "alerts": alerts})
+    data = {"apps": apps, "cap": COUNT_CAP, "user": user, "inbox": inbox, "alerts": alerts}
     return render(request, "pages/workspace.html", data, locale=locale, gettext=gettext)
