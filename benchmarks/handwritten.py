@@ -117,7 +117,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     os.environ["HANDWRITTEN_DB"] = args.db
-    uvicorn.run("benchmarks.handwritten:app_from_env", factory=True, host="127.0.0.1", port=args.port, workers=args.workers)
+    # No access log, as Kiln's default (run.py serve --access-log turns it on).
+    uvicorn.run(
+        "benchmarks.handwritten:app_from_env", factory=True, host="127.0.0.1", port=args.port, workers=args.workers,
+        access_log=False,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -126,10 +126,27 @@ def actor_for(engine: Engine, username_or_id: str | int, app: str) -> Actor:
         user = find_user(conn, username_or_id)
         if user is None or not user.is_active:
             raise AccountError(f"no active user {username_or_id!r}")
-        return Actor(
-            user.id, user.username, roles=roles_of(conn, user.id, app), teams=teams_of(conn, user.id, app),
-            is_admin=user.is_admin, locale=user.locale,
-        )  # fmt: skip
+        return actor_of(user, roles_of(conn, user.id, app), teams_of(conn, user.id, app))
+
+
+def actor_of(user: User, roles: frozenset[str], teams: frozenset[str]) -> Actor:
+    return Actor(user.id, user.username, roles=roles, teams=teams, is_admin=user.is_admin, locale=user.locale)
+
+
+def roles_by_app(engine: Engine, user_id: int) -> dict[str, frozenset[str]]:
+    """Every app the user holds a role in, with those roles (one query: a page needs the roles of
+    its own app and the list of apps for the app switcher)."""
+    roles = tables()["kiln_user_roles"]
+    found: dict[str, set[str]] = {}
+    with engine.connect() as conn:
+        for app, role in conn.execute(select(roles.c.app, roles.c.role).where(roles.c.user_id == user_id)):
+            found.setdefault(app, set()).add(role)
+    return {app: frozenset(names) for app, names in found.items()}
+
+
+def teams_in(engine: Engine, user_id: int, app: str) -> frozenset[str]:
+    with engine.connect() as conn:
+        return teams_of(conn, user_id, app)
 
 
 def admin_exists(engine: Engine) -> bool:

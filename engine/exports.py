@@ -57,21 +57,31 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
-def link_titles(records: Records, entity: Entity, items: Iterable[dict[str, Any]], actor: Actor) -> dict[str, dict[int, str]]:
-    """``{link field: {id: title}}`` for the linked records the actor may see (one query per field)."""
+def title_fields(entity: Entity) -> tuple[str, ...]:
+    """The fields a record's title is made of (so a page of titles reads just those)."""
+    names = [m.group(1) for m in _TITLE_PART.finditer(entity.title or "")]
+    return tuple(n for n in names if entity.field(n) is not None) + (("number",) if entity.number else ())
+
+
+def link_titles(
+    records: Records, entity: Entity, items: Iterable[dict[str, Any]], actor: Actor, fields: Iterable[str] | None = None
+) -> dict[str, dict[int, str]]:
+    """``{link field: {id: title}}`` for the linked records the actor may see (one query per
+    field, reading only the linked entity's title fields); ``fields`` limits the link fields."""
     titles: dict[str, dict[int, str]] = {}
     rows = list(items)
-    for f in entity.fields:
-        if f.type != "link" or not f.entity:
-            continue
-        ids = sorted({v for r in rows for v in _values(r.get(f.name)) if isinstance(v, int)})
-        found: dict[int, str] = {}
-        target = records.entity(f.entity)
-        for start in range(0, len(ids), queries.MAX_LIMIT):
-            chunk = ids[start : start + queries.MAX_LIMIT]
-            page = records.list(f.entity, actor, filters={"id": chunk}, limit=len(chunk))
-            found.update({item["id"]: record_title(target, item) for item in page.items})
-        titles[f.name] = found
+    wanted = None if fields is None else set(fields)
+    links = [f for f in entity.fields if f.type == "link" and f.entity and (wanted is None or f.name in wanted)]
+    if not links:
+        return titles
+    with records.instance.engine.connect() as conn:
+        for f in links:
+            ids = sorted({v for r in rows for v in _values(r.get(f.name)) if isinstance(v, int)})
+            found: dict[int, str] = {}
+            target = records.entity(f.entity)
+            if ids:
+                found = {r["id"]: record_title(target, r) for r in records.query.titles(conn, target, actor, ids)}
+            titles[f.name] = found
     return titles
 
 

@@ -16,6 +16,8 @@ from engine.model import Entity, Expr, Permission
 
 # (scope expression) -> SQL clause; supplied by the records service, which owns the compiled forms.
 ExprClause = Callable[[Expr], ColumnElement[bool]]
+# () -> the SELECT of the user ids of the actor's teams; called only for a ``team`` scope.
+TeamUsers = Callable[[], Any]
 
 
 def permissions_of(entity: Entity, actor: Actor) -> list[Permission]:
@@ -27,7 +29,7 @@ def unrestricted(actor: Actor) -> bool:
 
 
 def scope_clause(
-    scope: str | Expr | None, entity: Entity, table: Table, actor: Actor, team_users: Any, expr_clause: ExprClause,
+    scope: str | Expr | None, entity: Entity, table: Table, actor: Actor, team_users: TeamUsers, expr_clause: ExprClause,
     children: dict[str, Table],
 ) -> ColumnElement[bool]:  # fmt: skip
     """The rows one scope (all, own, assigned, team, or an expression) lets the actor reach."""
@@ -43,7 +45,8 @@ def scope_clause(
     if scope == "assigned":
         return or_(false(), *(_user_field_is(entity, table, children, f, [actor.id]) for f in assigned))
     if scope == "team":
-        return or_(false(), *(_user_field_in(entity, table, children, f, team_users) for f in assigned))
+        users = team_users()
+        return or_(false(), *(_user_field_in(entity, table, children, f, users) for f in assigned))
     return false()
 
 
@@ -64,18 +67,21 @@ def _user_field_in(entity: Entity, table: Table, children: dict[str, Table], nam
 
 
 def read_clause(
-    entity: Entity, table: Table, actor: Actor, team_users: Any, expr_clause: ExprClause, children: dict[str, Table]
-) -> ColumnElement[bool]:
+    entity: Entity, table: Table, actor: Actor, team_users: TeamUsers, expr_clause: ExprClause, children: dict[str, Table]
+) -> ColumnElement[bool] | None:
     """The rows of ``entity`` the actor may read: the union of its roles' read scopes, minus the
     records in states whose ``visible_to`` leaves all of its roles out, plus the records granted
-    to the actor by a cc or an approval step."""
+    to the actor by a cc or an approval step. None when the actor reads every row: no clause at
+    all, so the database plans the list's own filters alone."""
     if unrestricted(actor):
-        return true()
-    scopes = [scope_clause(p.read, entity, table, actor, team_users, expr_clause, children) for p in permissions_of(entity, actor)]
-    clause = or_(false(), *scopes)
+        return None
+    perms = permissions_of(entity, actor)
     hidden_states = [
         s.name for s in (entity.workflow.states if entity.workflow else ()) if s.visible_to and not (set(s.visible_to) & actor.roles)
     ]
+    if not hidden_states and any(p.read == "all" for p in perms):
+        return None
+    clause = or_(false(), *(scope_clause(p.read, entity, table, actor, team_users, expr_clause, children) for p in perms))
     if hidden_states:
         clause = and_(clause, or_(table.c.state.is_(None), table.c.state.not_in(hidden_states)))
     return or_(clause, granted_clause(entity, table, actor))
@@ -125,7 +131,7 @@ def can_create(entity: Entity, actor: Actor) -> bool:
 
 
 def update_clause(
-    entity: Entity, table: Table, actor: Actor, team_users: Any, expr_clause: ExprClause, children: dict[str, Table]
+    entity: Entity, table: Table, actor: Actor, team_users: TeamUsers, expr_clause: ExprClause, children: dict[str, Table]
 ) -> ColumnElement[bool]:
     """The rows the actor may update (scope and, where given, the states it may update in)."""
     if unrestricted(actor):

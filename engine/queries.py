@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, exists, false, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, exists, false, func, or_, select, true
 
 from engine import permissions
 from engine.actors import Actor
@@ -48,6 +48,7 @@ class ListSpec:
     limit: int = 50
     cursor: str | None = None  # the page after this (value, id)
     before: str | None = None  # the page before this (value, id): the "previous" link
+    columns: tuple[str, ...] | None = None  # the fields to read (None: all); id and the sort key always
 
 
 @dataclass
@@ -96,11 +97,14 @@ class Query:
         def expr_clause(expr: Expr) -> ColumnElement[bool]:
             return self.records.expr(expr).clause(self._sql_context(entity, actor))
 
-        return tables, self._team_users(actor), expr_clause
+        return tables, lambda: self._team_users(actor), expr_clause
 
     def readable(self, entity: Entity, actor: Actor) -> ColumnElement[bool]:
+        """The actor's rows as a WHERE clause (``true()``, which SQLAlchemy leaves out beside other
+        conditions, when the actor reads every row)."""
         tables, team_users, expr_clause = self._parts(entity, actor)
-        return permissions.read_clause(entity, tables.main, actor, team_users, expr_clause, tables.children)
+        clause = permissions.read_clause(entity, tables.main, actor, team_users, expr_clause, tables.children)
+        return true() if clause is None else clause
 
     def one(self, conn: Connection, entity: Entity, actor: Actor, record_id: Any) -> dict[str, Any] | None:
         try:
@@ -115,6 +119,24 @@ class Query:
         self.records.attach_children(conn, entity, records)
         return records[0]
 
+    def titles(self, conn: Connection, entity: Entity, actor: Actor, ids: list[int]) -> list[dict[str, Any]]:
+        """The readable records among ``ids`` with just their title fields (their JSON values),
+        for showing links: one query, whatever the number of ids."""
+        from engine.exports import title_fields  # exports builds on this module
+
+        table = self.records.tables(entity).main
+        names = [n for n in title_fields(entity) if n in table.c]
+        hidden = permissions.hidden_fields(entity, actor)
+        names = [n for n in names if n not in hidden]
+        query = select(table.c.id, *(table.c[n] for n in names)).where(table.c.id.in_(ids), self.readable(entity, actor))
+        users = [n for n in names if (f := entity.field(n)) is not None and f.type == "user"]
+        rows = [dict(r) for r in conn.execute(query).mappings()]
+        if users:
+            found = self.records.users.usernames(conn, {r[n] for r in rows for n in users if r[n] is not None})
+            for r in rows:
+                r.update({n: found.get(r[n]) for n in users})
+        return [{k: to_json(v) for k, v in r.items()} for r in rows]
+
     def may_update(self, conn: Connection, entity: Entity, actor: Actor, record_id: int) -> bool:
         tables, team_users, expr_clause = self._parts(entity, actor)
         clause = permissions.update_clause(entity, tables.main, actor, team_users, expr_clause, tables.children)
@@ -124,8 +146,7 @@ class Query:
 
     def filtered(self, entity: Entity, actor: Actor, spec: ListSpec, conn: Connection) -> Select:
         """SELECT of the main table with scope, filters, search and ``where`` applied."""
-        table = self.records.tables(entity).main
-        query = select(table).where(self.readable(entity, actor))
+        query = select(*self._columns(entity, spec)).where(self.readable(entity, actor))
         hidden = permissions.hidden_fields(entity, actor)
         for name, raw in spec.filters.items():
             query = query.where(self._filter(conn, entity, name, raw, hidden))
@@ -134,6 +155,13 @@ class Query:
         if spec.where:
             query = query.where(self._where(entity, actor, spec.where))
         return query
+
+    def _columns(self, entity: Entity, spec: ListSpec) -> list[Any]:
+        table = self.records.tables(entity).main
+        if spec.columns is None:
+            return [table]
+        wanted = {"id", spec.sort.lstrip("-+") or "id", *spec.columns}
+        return [c for c in table.c if c.name in wanted]
 
     def _filter(self, conn: Connection, entity: Entity, name: str, raw: Any, hidden: set[str]) -> ColumnElement[bool]:
         tables = self.records.tables(entity)
@@ -231,7 +259,7 @@ class Query:
         rows = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]
         more = len(rows) > limit
         rows = rows[:limit]
-        self.records.attach_children(conn, entity, rows)
+        self.records.attach_children(conn, entity, rows, spec.columns)
         next_cursor = _cursor_of(column, rows[-1]) if more and rows else None
         prev_cursor = _cursor_of(column, rows[0]) if spec.cursor and rows else None
         return Page(rows, next_cursor, prev_cursor)
@@ -258,7 +286,7 @@ class Query:
         rows = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]
         more = len(rows) > limit
         rows = list(reversed(rows[:limit]))
-        self.records.attach_children(conn, entity, rows)
+        self.records.attach_children(conn, entity, rows, spec.columns)
         return Page(rows, _cursor_of(column, rows[-1]) if rows else None, _cursor_of(column, rows[0]) if more and rows else None)
 
     def _before(self, column: Any, id_column: Any, raw: Any, last_id: int, descending: bool) -> ColumnElement[bool]:

@@ -41,6 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="web processes (default: %(default)s)")
     parser.add_argument(
+        "--threads", type=int, default=int(os.environ.get("KILN_THREADS") or 4),
+        help="requests a web process works on at once (default: %(default)s; more only helps when the database is remote)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--access-log", action="store_true", default=os.environ.get("KILN_ACCESS_LOG") == "1",
+        help="log every request to stdout (off by default: it cost a fifth of a list page's time; changes are in the audit trail)",
+    )  # fmt: skip
+    parser.add_argument(
         "--queue", default=os.environ.get("KILN_QUEUE") or None,
         help="job queue URL: default the SQLite queue beside the database, with its consumer in this process; "
         "redis://HOST:PORT/DB for `run.py worker` consumers",
@@ -88,16 +96,20 @@ def run(args: argparse.Namespace) -> int:
     # consumer stop too, instead of ending the process in the middle of a task.
     consumer = jobs.start() if jobs.embedded else None
     previous = signal.signal(signal.SIGTERM, _stopped)
+    os.environ["KILN_THREADS"] = str(args.threads)
     try:
         if args.workers > 1:
             # Each worker process builds its own app from the environment (see apps.web.app_from_env).
             os.environ["KILN_DB"], os.environ["KILN_DEFINITIONS"] = args.db, str(definitions)
             os.environ["KILN_QUEUE"] = args.queue or ""
-            uvicorn.run("apps.web:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers)
+            uvicorn.run(
+                "apps.web:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
+                access_log=args.access_log,
+            )  # fmt: skip
             return 0
         from apps.web import create_app
 
-        uvicorn.run(create_app(instance), host=args.host, port=args.port)
+        uvicorn.run(create_app(instance), host=args.host, port=args.port, access_log=args.access_log)
         return 0
     except Stopped:
         return 0

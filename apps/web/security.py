@@ -23,7 +23,6 @@ import secrets
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs, quote, urlsplit
 
-from sqlalchemy import select
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -32,7 +31,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine import accounts
+from engine import accounts, identity
 from engine.actors import Actor
 from engine.instance import Instance
 
@@ -72,20 +71,21 @@ def bearer_token(request: HTTPConnection) -> str | None:
 
 
 def current_user(request: HTTPConnection) -> accounts.User | None:
-    """The active user of this request (session or bearer token), or None; cached per request."""
-    if "user" in request.scope.get("state", {}):
-        return request.state.user
+    """The active user of this request (session or bearer token), or None; cached per request
+    with the user's roles (engine/identity.py reads both at once)."""
+    state = request.scope.setdefault("state", {})
+    if "user" in state:
+        return state["user"]
     instance: Instance = request.app.state.instance
-    user = None
+    found = None
     token = bearer_token(request)
     if token:
-        user = accounts.user_for_token(instance.engine, token)
+        found = identity.by_token(instance.engine, token)
     elif "session" in request.scope and request.session.get("uid") is not None:
-        user = accounts.get_user(instance.engine, int(request.session["uid"]))
-    if user is not None and not user.is_active:
-        user = None
-    request.state.user = user
-    return user
+        found = identity.by_session(instance.engine, int(request.session["uid"]))
+    state["user"] = found.user if found else None
+    state["roles_by_app"] = found.roles if found else {}
+    return state["user"]
 
 
 def actor(request: HTTPConnection, app: str) -> Actor | None:
@@ -94,7 +94,20 @@ def actor(request: HTTPConnection, app: str) -> Actor | None:
     if user is None:
         return None
     instance: Instance = request.app.state.instance
-    return accounts.actor_for(instance.engine, user.id, app)
+    compiled = instance.compiled.apps.get(app)
+    # Teams are read only for an app that has some: most requests need one query for identity.
+    teams = accounts.teams_in(instance.engine, user.id, app) if compiled is None or compiled.app.teams else frozenset()
+    return accounts.actor_of(user, roles_by_app(request).get(app, frozenset()), teams)
+
+
+def roles_by_app(request: HTTPConnection) -> dict[str, frozenset[str]]:
+    """The current user's roles in every app, read with the user once per request."""
+    user = current_user(request)
+    state = request.scope["state"]
+    if "roles_by_app" not in state:  # the user was set by logging in during this request
+        instance: Instance = request.app.state.instance
+        state["roles_by_app"] = accounts.roles_by_app(instance.engine, user.id) if user is not None else {}
+    return state["roles_by_app"]
 
 
 def log_in(request: Request, user: accounts.User) -> None:
@@ -103,11 +116,13 @@ def log_in(request: Request, user: accounts.User) -> None:
     request.session["uid"] = user.id
     request.session["csrf"] = secrets.token_urlsafe(32)
     request.state.user = user
+    request.scope["state"].pop("roles_by_app", None)
 
 
 def log_out(request: Request) -> None:
     request.session.clear()
     request.state.user = None
+    request.scope["state"].pop("roles_by_app", None)
 
 
 # -- pages that need a user ------------------------------------------------------------------------
@@ -176,9 +191,7 @@ def user_apps(request: HTTPConnection) -> list[dict[str, str]]:
     if "user_apps" in request.scope.get("state", {}):
         return request.state.user_apps
     instance: Instance = request.app.state.instance
-    roles = accounts.tables()["kiln_user_roles"]
-    with instance.engine.connect() as conn:
-        mine = {a for (a,) in conn.execute(select(roles.c.app).where(roles.c.user_id == user.id).distinct())}
+    mine = set(roles_by_app(request))
     from apps.web import i18n  # local: i18n imports this module
 
     locale = i18n.locale_for(request)

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from apps.web.pages import marks
+from apps.web.pages.cells import formatter
 from apps.web.pages.context import (
     PageContext,
     entity_context,
@@ -21,7 +24,6 @@ from apps.web.pages.context import (
     strip_json,
     wants_json,
 )
-from apps.web.pages import marks
 from apps.web.pages.fields import FieldView, title, view
 from apps.web.pages.liststate import ListState, filter_fields, parse_state, to_spec
 from engine import exports, permissions
@@ -56,31 +58,83 @@ def state_label(ctx: PageContext, state: str | None) -> str:
     return found.label.get(ctx.locale) if found else (state or "")
 
 
-def read_page(ctx: PageContext, state: ListState) -> tuple[list[dict[str, Any]], Page, dict]:
+def read_page(ctx: PageContext, state: ListState) -> tuple[list[dict[str, Any]], Page]:
+    """The page as the API shows it (the JSON twin)."""
     records = ctx.records
     spec = replace(to_spec(state, ctx.entity, ctx.app.timezone), before=state.before)
     with ctx.instance.engine.connect() as conn:
         window = records.query.page(conn, ctx.entity, ctx.actor, spec)
         items = records.to_api(conn, ctx.entity, window.items, ctx.actor)
-    titles = exports.link_titles(records, ctx.entity, items, ctx.actor)
-    return items, window, titles
+    return items, window
+
+
+class ListRow(NamedTuple):
+    """One row of the HTML list (a tuple: templates read its attributes without a lookup miss)."""
+
+    id: int
+    version: int
+    number: str | None
+    title: str
+    state_label: str
+    cells: list[Markup]
+    created_at: str
+
+
+class SortHead(NamedTuple):
+    label: str
+    url: str
+    current: bool
+    descending: bool
+
+
+def sort_heads(ctx: PageContext, state: ListState, columns: list[Field]) -> list[SortHead]:
+    """The column heads: each sorts by its column, and flips the order of the current one."""
+    names = [("number", ctx.gettext("Number")) if ctx.entity.number else ("id", "#")]
+    names += [(f.name, f.label.get(ctx.locale)) for f in columns]
+    names += [("state", ctx.gettext("State"))] if ctx.entity.workflow else []
+    names += [("created_at", ctx.gettext("Created"))]
+    sorted_by, descending = state.sort.lstrip("-+"), state.sort.startswith("-")
+    heads = []
+    for name, label in names:
+        current = name == sorted_by
+        sort = "-" + name if current and not descending else name
+        heads.append(SortHead(label, f"{ctx.base}?{state.query(sort=sort, cursor=None, before=None)}", current, descending))
+    return heads
 
 
 def list_context(ctx: PageContext, state: ListState) -> dict[str, Any]:
-    entity, actor = ctx.entity, ctx.actor
+    """The rows of the HTML list: only the shown columns are read, and each cell is made by its
+    column's formatter (apps/web/pages/cells.py) from the stored value."""
+    entity, actor, records = ctx.entity, ctx.actor, ctx.records
     hidden = permissions.hidden_fields(entity, actor)
-    items, window, titles = read_page(ctx, state)
     columns = list_fields(entity, hidden)
-    rows = []
-    for item in items:
-        cells = [field_view(ctx, f, item.get(f.name), titles=titles) for f in columns]
-        rows.append({
-            "id": item["id"], "version": item["version"], "title": title(entity, item), "number": item.get("number"),
-            "state": item.get("state"), "state_label": state_label(ctx, item.get("state")), "cells": cells,
-            "created_at": local_time(ctx, item["created_at"]),
-        })  # fmt: skip
+    title_names = exports.title_fields(entity)
+    wanted = (*(f.name for f in columns), *title_names, "number", "state", "version", "created_at")
+    spec = replace(to_spec(state, entity, ctx.app.timezone), before=state.before, columns=wanted)
+    users = [f.name for f in columns if f.type == "user"]
+    with ctx.instance.engine.connect() as conn:
+        window = records.query.page(conn, entity, actor, spec)
+        names = records.users.usernames(conn, {r[n] for r in window.items for n in users if r[n] is not None}) if users else {}
+    titles = exports.link_titles(records, entity, window.items, actor, fields=[f.name for f in columns if f.type == "link"])
+    teams = team_labels(ctx)
+    app_url = f"/a/{ctx.app.name}"
+    cells = [
+        (f.name, formatter(f, locale=ctx.locale, tz=records.timezone, app_url=app_url, titles=titles.get(f.name, {}),
+                           usernames=names, team_labels=teams))
+        for f in columns
+    ]  # fmt: skip
+    states = {s.name: s.label.get(ctx.locale) for s in entity.workflow.states} if entity.workflow else {}
+    tz = records.timezone
+    rows = [
+        ListRow(
+            r["id"], r["version"], r.get("number"), title(entity, r) if title_names else r.get("number") or f"#{r['id']}",
+            states.get(r.get("state"), r.get("state") or ""), [cell(r[name]) for name, cell in cells],
+            r["created_at"].astimezone(tz).strftime("%Y-%m-%d %H:%M"),
+        )  # fmt: skip
+        for r in window.items
+    ]
     return {
-        "ctx": ctx, "state": state, "rows": rows, "columns": columns, "window": window,
+        "ctx": ctx, "state": state, "rows": rows, "columns": columns, "window": window, "heads": sort_heads(ctx, state, columns),
         "next_url": f"{ctx.base}?{state.query(cursor=window.next_cursor, before=None)}" if window.next_cursor else None,
         "prev_url": f"{ctx.base}?{state.query(cursor=None, before=window.prev_cursor)}" if window.prev_cursor else None,
         "count_url": f"{ctx.base}/count?{state.query(cursor=None, before=None)}",
@@ -138,7 +192,7 @@ def list_page(request: Request) -> Response:
     ctx = entity_context(request, entity_name)
     state = parse_state(request.query_params, ctx.entity, ctx.actor)
     if wants_json(request, as_json):
-        items, window, _ = read_page(ctx, state)
+        items, window = read_page(ctx, state)
         return json_response({"items": items, "next_cursor": window.next_cursor, "prev_cursor": window.prev_cursor})
     data = list_context(ctx, state)
     data["flags"] = marks.row_flags(ctx.instance, ctx.app, ctx.entity, [r["id"] for r in data["window"].items])
