@@ -131,8 +131,7 @@ def action_assign(scope: Scope, args: Mapping[str, Any]) -> bool:
     if user_id is None or user_id == current or (isinstance(current, list) and user_id in current):
         return False
     value = [*current, user_id] if field.is_multi else user_id
-    scope.records.update_in(scope.conn, scope.entity, scope.record["id"], {field.name: value}, None, scope.actor, scope.now)
-    return True
+    return scope.change({field.name: value})
 
 
 # -- recipients --------------------------------------------------------------------------------

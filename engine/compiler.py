@@ -78,11 +78,13 @@ def compile_definitions(definitions: Path, env: Mapping[str, str] | None = None)
         apps[compiled.app.name] = compiled
     if any(p.severity == "error" for p in problems):
         raise DefinitionError(problems)
-    computed = {}
+    computed, counted = {}, {}
     for name, compiled in apps.items():
         for (entity, fname), vtype in compiled.expressions.computed_types.items():
             computed[(name, entity, fname)] = vtype
-    tables = build_schema([c.app for c in apps.values()], computed)
+        for entity, fields in compiled.expressions.count_fields().items():
+            counted[(name, entity)] = fields
+    tables = build_schema([c.app for c in apps.values()], computed, counted)
     return Compiled(apps, tables, [p for p in problems if p.severity != "error"])
 
 

@@ -2,16 +2,25 @@
 
 SQLite runs in WAL mode with ``synchronous=NORMAL`` (durable at checkpoints, fast commits) and a
 busy timeout; write transactions start with ``BEGIN IMMEDIATE`` so two writers queue at the start
-instead of failing half-way on a lock upgrade. PostgreSQL runs with its defaults.
+instead of failing half-way on a lock upgrade. Writers of a SQLite file also queue on a lock of
+their own first (:class:`WriteLock`), since SQLite's busy handler waits by sleeping. PostgreSQL
+runs with its defaults.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: writers queue on SQLite's own busy handler
+    fcntl = None  # type: ignore[assignment]
 
 from sqlalchemy import DateTime, Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
@@ -104,10 +113,56 @@ def _writer(engine: Engine) -> Engine:
     return writer
 
 
+class WriteLock:
+    """Writers of one SQLite file, one at a time, across threads and processes.
+
+    SQLite lets one writer in and makes the others poll: its busy handler sleeps 1, 2, 5, 10 ...
+    up to 100 ms between tries, so two server processes creating records at once lost most of
+    their time asleep. Here a writer first takes a thread lock, then an exclusive ``flock`` on a
+    file beside the database, which the kernel hands to the next waiter the moment it is freed.
+    Where ``flock`` does not exist (Windows) only the thread lock applies.
+    """
+
+    def __init__(self, database: str) -> None:
+        self.path = f"{database}-writelock"
+        self.thread_lock = threading.Lock()
+        self.fd: int | None = None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self.thread_lock:
+            if fcntl is None:
+                yield
+                return
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
+def _write_lock(engine: Engine) -> WriteLock | None:
+    """The engine's WriteLock: for a SQLite file, made once and kept on the engine."""
+    lock = getattr(engine, "_kiln_write_lock", False)
+    if lock is False:
+        database = engine.url.database or ""
+        is_file = engine.dialect.name == "sqlite" and database not in ("", ":memory:") and not database.startswith("file:")
+        lock = WriteLock(database) if is_file else None
+        engine._kiln_write_lock = lock  # type: ignore[attr-defined]
+    return lock
+
+
 @contextmanager
 def write(engine: Engine) -> Iterator[Connection]:
     """A write transaction: committed on success, rolled back on any exception."""
-    with _writer(engine).begin() as conn:
+    lock = _write_lock(engine)
+    if lock is None:
+        with _writer(engine).begin() as conn:
+            yield conn
+        return
+    with lock.held(), _writer(engine).begin() as conn:
         yield conn
 
 

@@ -123,27 +123,28 @@ def events_of(change: Change, watched: tuple[str, ...]) -> set[str]:
 # -- running -----------------------------------------------------------------------------------
 
 
-def run(records: Records, conn: Connection, change: Change) -> bool:
-    """Run the entity's rules for ``change``; True when one acted (the record may have changed)."""
+def run(records: Records, conn: Connection, change: Change) -> dict[str, Any] | None:
+    """Run the entity's rules for ``change``; the record as they left it when one acted, else
+    None."""
     entity_plan = plan(records, change.entity)
     if entity_plan is None:
-        return False
+        return None
     events = events_of(change, entity_plan.watched) & entity_plan.events
     if not events:
-        return False
+        return None
     key = f"{records.app.name}/{change.entity.name}/{change.after['id']}/v{change.after.get('version')}"
     return fire(records, conn, change.entity, change.after, change.before, events, change.actor, change.now, key)
 
 
 def run_event(
     records: Records, conn: Connection, entity: Entity, record: dict[str, Any], event: str, actor: Actor, now: dt.datetime
-) -> bool:
+) -> dict[str, Any] | None:
     """Run the rules listening to ``event`` (e.g. ``approved(director_approval)``) on ``record``;
-    True when one acted."""
+    the record as they left it when one acted, else None."""
     entity_plan = plan(records, entity)
     name = event_name(event)
     if entity_plan is None or name not in entity_plan.events:
-        return False
+        return None
     key = f"{records.app.name}/{entity.name}/{record['id']}/v{record.get('version')}/{name}"
     return fire(records, conn, entity, record, record, {name}, actor, now, key)
 
@@ -151,17 +152,19 @@ def run_event(
 def fire(
     records: Records, conn: Connection, entity: Entity, record: dict[str, Any], before: dict[str, Any] | None,
     events: set[str], actor: Actor, now: dt.datetime, key: str,
-) -> bool:  # fmt: skip
-    """Run, in order, the rules listening to one of ``events`` whose condition holds; True when
-    one did."""
+) -> dict[str, Any] | None:  # fmt: skip
+    """Run, in order, the rules listening to one of ``events`` whose condition holds; the record
+    as they left it (reloaded after every action that wrote it, staged changes written) when one
+    did, else None."""
     entity_plan = plan(records, entity)
     assert entity_plan is not None
     chain = _chain.get()
     current, acted = record, False
+    pending = Pending()
     for rule, event in entity_plan.rules:
         if event not in events:
             continue
-        scope = Scope(records, conn, entity, current, before, actor, now, rule, f"{key}/rule:{rule.name}")
+        scope = Scope(records, conn, entity, current, before, actor, now, rule, f"{key}/rule:{rule.name}", pending=pending)
         if rule.when is not None and not records.expr(rule.when).evaluate(scope.context()):
             continue
         if len(chain) >= MAX_DEPTH:
@@ -172,7 +175,46 @@ def fire(
             current, acted = run_actions(scope), True
         finally:
             _chain.reset(token)
-    return acted
+    current = write_pending(records, conn, entity, pending, current, actor, now)
+    return current if acted else None
+
+
+@dataclass
+class Pending:
+    """The changes the rules of one event made to their record in memory, not yet written: the
+    record as it was before the first of them, and the rules that made them."""
+
+    before: dict[str, Any] | None = None
+    rules: list[str] = field(default_factory=list)
+
+    def stage(self, record: dict[str, Any], rule: str) -> None:
+        if self.before is None:
+            self.before = record
+        if rule not in self.rules:
+            self.rules.append(rule)
+
+
+def write_pending(
+    records: Records, conn: Connection, entity: Entity, pending: Pending, record: dict[str, Any], trigger: Actor,
+    now: dt.datetime,
+) -> dict[str, Any]:  # fmt: skip
+    """Write the staged changes as one update (whose events fire the rules again, one level
+    deeper in the chain); returns the record as written."""
+    if pending.before is None:
+        return record
+    before, names = pending.before, list(pending.rules)
+    pending.before, pending.rules = None, []
+    token = _chain.set((*_chain.get(), " + ".join(names)))
+    try:
+        return records.write_staged(conn, entity, before, record, trigger.as_rule(", ".join(names)), now)
+    except RuleLoop:
+        raise
+    except RecordError as exc:  # a validation the rules' changes together break
+        exc.message = f"rule '{', '.join(names)}': {exc.message}"
+        exc.args = (exc.message,)
+        raise
+    finally:
+        _chain.reset(token)
 
 
 def run_actions(scope: Scope) -> dict[str, Any]:
@@ -181,6 +223,9 @@ def run_actions(scope: Scope) -> dict[str, Any]:
         handler = ACTIONS.get(action.kind)
         if handler is None:
             raise ValidationFailed(f"rule '{scope.rule.name}': unknown action '{action.kind}'")
+        if action.kind not in STAGED_ACTIONS and scope.pending is not None:
+            # A transition, a create or an update reads the stored record: write what is staged.
+            scope.record = write_pending(scope.records, scope.conn, scope.entity, scope.pending, scope.record, scope.trigger, scope.now)
         scope.index = index
         try:
             changed = handler(scope, action.args)
@@ -212,6 +257,28 @@ class Scope:
     rule: Rule
     key: str  # the event key of the outbox
     index: int = 0  # the action being run
+    pending: Pending | None = None  # changes of the record staged by this event's rules
+
+    def change(self, values: Mapping[str, Any]) -> bool:
+        """Change the rule's own record; True when the caller must reload it. While an event's
+        rules run, the change is made in memory, with its own audit entry naming this rule, and
+        written with the others' after them (:func:`write_pending`); later rules' conditions
+        see it at once."""
+        records = self.records
+        if self.pending is None:
+            records.update_in(self.conn, self.entity, self.record["id"], values, None, self.actor, self.now)
+            return True
+        incoming = records.parse_input(self.conn, self.entity, values, self.actor, creating=False)
+        records.checker.check_readonly_if(self.conn, self.entity, self.record, incoming, self.actor, self.now)
+        after = {**self.record, **incoming}
+        records.checker.compute(self.conn, self.entity, after, self.actor, self.now)
+        names = [f.name for f in self.entity.fields if after.get(f.name) != self.record.get(f.name)]
+        if not names:
+            return False
+        records.audit_update(self.conn, self.entity, self.record, after, names, self.actor, self.now)
+        self.pending.stage(self.record, self.rule.name)
+        self.record = after
+        return False
 
     @property
     def actor(self) -> Actor:
@@ -282,9 +349,7 @@ def _is_literal(f: Field, raw: str) -> bool:
 
 
 def action_set(scope: Scope, args: Mapping[str, Any]) -> bool:
-    values = scope.values(scope.entity, args)
-    scope.records.update_in(scope.conn, scope.entity, scope.record["id"], values, None, scope.actor, scope.now)
-    return True
+    return scope.change(scope.values(scope.entity, args))
 
 
 def action_transition(scope: Scope, name: str) -> bool:
@@ -330,6 +395,9 @@ def action_update(scope: Scope, args: Mapping[str, Any]) -> bool:
         records.update_in(scope.conn, target, record_id, values, None, scope.actor, scope.now)
     return target.name == scope.entity.name and scope.record["id"] in ids
 
+
+# Actions that change only the rule's own record (staged, see Scope.change) or other tables.
+STAGED_ACTIONS = frozenset({"set", "assign", "add_tag", "remove_tag", "mark", "unmark", "notify", "webhook"})
 
 ACTIONS: dict[str, Callable[[Scope, Any], bool]] = {
     "set": action_set,

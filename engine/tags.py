@@ -162,8 +162,8 @@ def _tag_list(args: Any) -> list[str]:
 
 
 def _tag_action(scope: Scope, args: Any, adding: bool) -> bool:
-    """Tags go into the entity's tags field when it has one (an update, with its own events),
-    else into ``kiln_tags`` with an audit entry naming the rule."""
+    """Tags go into the entity's tags field when it has one (a change of the record, with its
+    own events), else into ``kiln_tags`` with an audit entry naming the rule."""
     wanted = _tag_list(args)
     own = tags_field(scope.entity)
     if own is not None:
@@ -171,8 +171,7 @@ def _tag_action(scope: Scope, args: Any, adding: bool) -> bool:
         new = [*current, *(t for t in wanted if t not in current)] if adding else [t for t in current if t not in wanted]
         if new == current:
             return False
-        scope.records.update_in(scope.conn, scope.entity, scope.record["id"], {own: new}, None, scope.actor, scope.now)
-        return True
+        return scope.change({own: new})
     record_id = scope.record["id"]
     before = of(scope.conn, scope.records, scope.entity, [record_id]).get(record_id, [])
     done = (add if adding else remove)(scope.conn, scope.records, scope.entity, record_id, wanted)

@@ -220,8 +220,13 @@ def parse(f: Field, value: Any, timezone: dt.tzinfo) -> Any:
     return parse_one(f, value, timezone)
 
 
+_JSON_NATIVE = frozenset({str, int, bool, float})
+
+
 def to_json(value: Any) -> Any:
     """A stored Python value as JSON (datetimes ISO 8601 with offset, decimals as strings)."""
+    if value is None or type(value) in _JSON_NATIVE:  # most values of a record: nothing to do
+        return value
     if isinstance(value, dt.datetime):
         return value.isoformat()
     if isinstance(value, dt.date | dt.time):

@@ -11,6 +11,7 @@ SUITE = {
     "creates": "benchmarks.creates",
     "list": "benchmarks.listpage",
     "web": "benchmarks.web",
+    "rules": "benchmarks.rules",
     "sla": "benchmarks.sla",
 }
 

@@ -11,7 +11,7 @@ from engine.model import App, Card, Entity, Expr, Field
 
 from .checker import Checker, ComputedTypes
 from .compiled import Compiled
-from .nodes import Const
+from .nodes import BoolOp, Compare, Const, Count, FieldRef, Node, walk
 from .parser import ExprError, parse
 from .types import comparable, describe, field_type
 
@@ -26,10 +26,37 @@ class CompiledExpressions:
     def __getitem__(self, expr: Expr) -> Compiled:
         return self.by_expr[expr]
 
+    def count_fields(self) -> dict[str, tuple[str, ...]]:
+        """Per entity, the fields ``count(entity, F == ..., within=...)`` conditions match on
+        first (the engine indexes them with ``created_at``)."""
+        found: dict[str, list[str]] = {}
+        for compiled in self.by_expr.values():
+            for node in walk(compiled.root):
+                if isinstance(node, Count) and node.within is not None:
+                    name = _first_equality_field(node.inner.root)
+                    if name is not None and name not in found.setdefault(node.target.name, []):
+                        found[node.target.name].append(name)
+        return {entity: tuple(names) for entity, names in found.items()}
+
     def card(self, card: Card, key: str) -> Compiled | None:
         """The compiled ``where``/``numerator`` of a dashboard card, if it has one."""
         expr = card.expr(key)
         return None if expr is None else self.by_expr.get(expr)
+
+
+def _first_equality_field(root: Node) -> str | None:
+    """The first ``field == value`` of a condition's top-level ``and`` (a stored, single-valued
+    field of the counted entity itself)."""
+    parts = root.values if isinstance(root, BoolOp) and root.op == "and" else [root]
+    for part in parts:
+        if not (isinstance(part, Compare) and part.op == "=="):
+            continue
+        for side in (part.left, part.right):
+            if isinstance(side, FieldRef) and side.root == "record" and len(side.hops) == 1:
+                f = side.hops[0].field
+                if not f.is_multi and not f.is_computed:
+                    return f.name
+    return None
 
 
 def _compile(

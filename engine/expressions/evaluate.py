@@ -78,7 +78,8 @@ class Evaluator:
         return self.value(node) is True
 
     def value(self, node: Node) -> Any:
-        return getattr(self, f"v_{type(node).__name__}")(node)
+        # A table by node class, filled below on first use: no name built per node evaluated.
+        return _BY_NODE[type(node)](self, node)
 
     # -- values --------------------------------------------------------------------------------
 
@@ -190,7 +191,7 @@ class Evaluator:
     # -- functions -----------------------------------------------------------------------------
 
     def v_Call(self, node: Call) -> Any:
-        return getattr(self, f"fn_{node.name}")(node)
+        return _BY_FUNCTION[node.name](self, node)
 
     def now(self) -> dt.datetime:
         now = self.ctx.now
@@ -259,3 +260,11 @@ class Evaluator:
     def fn_in_team(self, node: Call) -> bool:
         user = self.ctx.user
         return user is not None and node.options["name"] in user.teams
+
+
+# The methods for each node class (``v_<Class>``) and function (``fn_<name>``), looked up once.
+_BY_NODE: dict[type, Any] = {
+    cls: getattr(Evaluator, f"v_{cls.__name__}")
+    for cls in (Const, ListLit, FieldRef, UserRef, LocalMidnight, Compare, IsNull, In, BoolOp, Not, Arith, Neg, Count, Call)
+}
+_BY_FUNCTION: dict[str, Any] = {name[3:]: method for name, method in vars(Evaluator).items() if name.startswith("fn_")}

@@ -1,0 +1,107 @@
+"""Creates with 20 rules on the entity against creates with none, at 1,000,000 existing tickets
+(issue 4's target: the rules keep at least 70% of the throughput).
+
+The million tickets of the ``list`` benchmark (data/bench/list-N.db) are copied to a scratch file.
+The same copy is then driven through ``Records.create`` (each create its own transaction, as in
+``creates``) with the plain definition and with the definition plus the 20 rules below, in turns
+(plain, rules, plain, rules), the median of each kind reported. Adding rules changes no table, so
+both definitions run on the same tables and the same million rows.
+
+The rules are what a pack writes: most fire on ``created`` (``entered(pending)`` too, the initial
+state), about half of their conditions are true for the created ticket (tags, a field set, an
+urgency raised, a mark), one counts the device's tickets of the last 7 days with ``count(...)``
+(an indexed query over the million rows), and some wait for events a create does not raise
+(``field_set``, ``transition``, ``entered(closed)``), so their event test is all they cost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import TICKET_APP, Result, write_app
+from benchmarks.web import base_database
+from engine import migrations
+from engine.actors import SYSTEM
+from engine.instance import Instance
+
+RULES = """
+    rules:
+      - {name: r01 机械类标签, on: created, when: 'category == "mechanical"', do: [{add_tag: 机械}]}
+      - {name: r02 网络类标签, on: created, when: 'category == "network"', do: [{add_tag: 网络}]}
+      - {name: r03 高成本标签, on: created, when: 'est_cost > 100', do: [{add_tag: 高成本}]}
+      - {name: r04 超高成本标红, on: created, when: 'est_cost > 10000', do: [{mark: red}]}
+      - {name: r05 轴承升级, on: created, when: 'contains(summary, "轴承")', do: [{set: {urgency: high}}]}
+      - {name: r06 紧急电气, on: created, when: 'category == "electrical" and urgency == "high"', do: [{add_tag: 紧急电气}]}
+      - name: r07 重复故障
+        on: created
+        when: 'count(ticket, device == this.device and category == this.category, within="7d") >= 3'
+        do: [{add_tag: 重复故障}]
+      - {name: r08 夜间报修, on: created, when: 'time_between(created_at, "22:00", "06:00")', do: [{add_tag: 夜间}]}
+      - {name: r09 系统类缺IP, on: created, when: 'category == "system" and is_empty(server_ip)', do: [{add_tag: 缺IP}]}
+      - {name: r10 无IP标签, on: created, when: 'is_empty(server_ip)', do: [{add_tag: 现场}]}
+      - {name: r11 丢包严重, on: created, when: 'packet_loss >= 20', do: [{add_tag: 丢包}]}
+      - {name: r12 待受理紧急, on: 'entered(pending)', when: 'urgency == "high"', do: [{add_tag: 待受理紧急}]}
+      - {name: r13 待受理一般, on: 'entered(pending)', when: 'urgency == "normal"', do: [{add_tag: 一般}]}
+      - {name: r14 成本估算, on: created, when: 'est_cost >= 50 and est_cost <= 500', do: [{set: {packet_loss: 0}}]}
+      - {name: r15 摘要过长, on: created, when: 'len(summary) > 100', do: [{add_tag: 长描述}]}
+      - {name: r16 派单后标签, on: 'field_set(assignee)', do: [{add_tag: 已派}]}
+      - {name: r17 派单事件, on: 'transition(dispatch)', do: [{add_tag: 已派单}]}
+      - {name: r18 关闭归档, on: 'entered(closed)', do: [{add_tag: 已归档}]}
+      - {name: r19 修改紧急, on: updated, when: 'changed(urgency) and urgency == "high"', do: [{mark: red}]}
+      - {name: r20 电气标签, on: created, when: 'category in ["electrical", "system"]', do: [{add_tag: 电气系统}]}
+"""
+
+
+def rules_app() -> str:
+    return TICKET_APP.rstrip("\n") + "\n" + RULES.strip("\n") + "\n"
+
+
+def measure(definitions: Path, url: str, count: int) -> float:
+    """Creates per second through the service on ``url`` with the definitions of ``definitions``
+    (migrated first: a definition with rules differs from one without only in its hash)."""
+    instance = Instance.open(definitions, url, env={})
+    try:
+        migrations.apply(instance.engine, instance.compiled)
+        records = instance.records("bench")
+        values = {"summary": "轴承异响，停机风险", "device": 7, "category": "mechanical", "est_cost": "120.50"}
+        for _ in range(30):  # warm caches and the connection pool
+            records.create("ticket", values, SYSTEM)
+        start = time.perf_counter()
+        for _ in range(count):
+            records.create("ticket", values, SYSTEM, now=dt.datetime.now(dt.UTC))
+        return count / (time.perf_counter() - start)
+    finally:
+        instance.close()
+
+
+def run(options: dict) -> list[Result]:
+    rows = int(options.get("rows", 1_000_000))
+    count = int(options.get("rule_creates", 1500))
+    rounds = int(options.get("rule_rounds", 2))
+    cache = Path(options.get("cache", "data/bench"))
+    with tempfile.TemporaryDirectory(prefix="kiln-rules-") as name:
+        tmp = Path(name)
+        plain = write_app(tmp / "plain", TICKET_APP)
+        ruled = write_app(tmp / "ruled", rules_app())
+        source = base_database(plain, cache, rows)
+        copy = tmp / "rules.db"
+        shutil.copyfile(source, copy)  # the creates must not grow the shared cache
+        url = f"sqlite:///{copy}"
+        without, with_rules = [], []
+        for _ in range(rounds):
+            without.append(measure(plain, url, count))
+            with_rules.append(measure(ruled, url, count))
+    base, ruled_rate = statistics.median(without), statistics.median(with_rules)
+    share = ruled_rate / base * 100 if base else 0.0
+    label = f"{rows:,} records, sqlite, median of {rounds}"
+    spread = f"runs {', '.join(f'{r:,.0f}' for r in without)} / {', '.join(f'{r:,.0f}' for r in with_rules)}"
+    return [
+        Result(f"rules: creates/s, no rules, {label}", base, "creates/s"),
+        Result(f"rules: creates/s, 20 rules, {label}", ruled_rate, "creates/s", note=spread),
+        Result("rules: throughput kept with 20 rules", share, "%", ">= 70%"),
+    ]
