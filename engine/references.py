@@ -312,10 +312,11 @@ class _Checker:
             if e.field(arg) is None:
                 self.error(loc, f"unknown field '{arg}' of entity {e.name}{_hint(arg, e.field_names)}")
             return
-        if event.kind in ("entered", "left", "transition", "approved") and w is None:
+        if event.kind not in ("entered", "left", "transition", "approved"):
+            return  # created, updated: nothing to look up
+        if w is None:
             self.error(loc, f"{event.kind}({arg}): entity {e.name} has no workflow")
             return
-        assert w is not None
         choices = {
             "entered": w.state_names, "left": w.state_names,
             "transition": tuple(t.name for t in w.transitions), "approved": tuple(a.name for a in w.approvals),

@@ -315,3 +315,14 @@ def test_events_durations_cron() -> None:
                                        "lead_of(night)", "{role: boss}", "[assignee, role:boss]"])  # fmt: skip
 def test_valid_recipients(recipient: str) -> None:
     assert problems(with_ticket(f"rules: [{{on: created, do: [{{notify: {{to: {recipient}}}}}]}}]")) == []
+
+
+def test_rules_on_an_entity_without_a_workflow() -> None:
+    device_rules = """
+      rules:
+        - {on: created, do: [{add_tag: new}]}
+        - {on: updated, do: [{add_tag: changed}]}
+        - {on: "entered(open)", do: [{add_tag: never}]}
+    """
+    text = BASE.replace("      owner: {type: user}\n", "      owner: {type: user}\n" + textwrap.indent(textwrap.dedent(device_rules).strip("\n"), "    ") + "\n")
+    assert problems(text) == ["app.yaml:14:23: entered(open): entity device has no workflow"]
