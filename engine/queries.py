@@ -49,6 +49,7 @@ class ListSpec:
     cursor: str | None = None  # the page after this (value, id)
     before: str | None = None  # the page before this (value, id): the "previous" link
     columns: tuple[str, ...] | None = None  # the fields to read (None: all); id and the sort key always
+    now: dt.datetime | None = None  # the instant ``now()``/``today()`` mean (None: the clock's now)
 
 
 @dataclass
@@ -79,8 +80,8 @@ class Query:
 
     # -- scope ---------------------------------------------------------------------------------
 
-    def _sql_context(self, entity: Entity, actor: Actor) -> SqlContext:
-        return SqlContext(self.records.schema, self.records.app, entity, dt.datetime.now(dt.UTC), actor)
+    def _sql_context(self, entity: Entity, actor: Actor, now: dt.datetime | None = None) -> SqlContext:
+        return SqlContext(self.records.schema, self.records.app, entity, now or dt.datetime.now(dt.UTC), actor)
 
     def _team_users(self, actor: Actor) -> Any:
         system = self.records.schema.system
@@ -153,7 +154,7 @@ class Query:
         if spec.search:
             query = query.where(self._search(entity, spec.search, hidden))
         if spec.where:
-            query = query.where(self._where(entity, actor, spec.where))
+            query = query.where(self._where(entity, actor, spec.where, spec.now))
         return query
 
     def _columns(self, entity: Entity, spec: ListSpec) -> list[Any]:
@@ -186,6 +187,30 @@ class Query:
                     marks.c.record_id == table.c.id,
                 )
             )  # fmt: skip
+        if name in ("breached", "overdue") and f is None and entity.sla:  # SLA clocks (dashboards' breaches)
+            clocks = self.records.schema.system["kiln_sla_clocks"]
+            # breached: the scan marked it, or it was met after its due time; overdue: breached and running
+            late = [
+                or_(clocks.c.breached_at.is_not(None), clocks.c.met_at > clocks.c.due_at) if name == "breached"
+                else and_(clocks.c.breached_at.is_not(None), clocks.c.met_at.is_(None))
+            ]  # fmt: skip
+            return exists(
+                select(clocks.c.record_id).where(
+                    clocks.c.app == self.records.app.name, clocks.c.entity == entity.name, clocks.c.record_id == table.c.id,
+                    clocks.c.name.in_([str(v) for v in (raw if isinstance(raw, list) else [raw])]), *late,
+                )
+            )  # fmt: skip
+        if name == "reopened" and f is None and entity.workflow:  # sent back at least once (docs/dashboards.md)
+            from engine.kpis import backward_transitions
+
+            audit = self.records.schema.system["kiln_audit"]
+            sent_back = exists(
+                select(audit.c.record_id).where(
+                    audit.c.app == self.records.app.name, audit.c.entity == entity.name, audit.c.record_id == table.c.id,
+                    audit.c.action.in_([f"transition:{t}" for t in backward_transitions(entity)]),
+                )
+            )  # fmt: skip
+            return sent_back if str(raw[-1] if isinstance(raw, list) else raw) in ("yes", "true", "1") else ~sent_back
         if f is None or f.disabled or name in hidden:
             raise BadQuery(f"cannot filter on '{name}'", {name: "unknown field"})
         try:
@@ -212,7 +237,7 @@ class Query:
             parts.append(table.c.number.ilike(pattern, escape="\\"))
         return or_(false(), *parts)
 
-    def _where(self, entity: Entity, actor: Actor, source: str) -> ColumnElement[bool]:
+    def _where(self, entity: Entity, actor: Actor, source: str, now: dt.datetime | None = None) -> ColumnElement[bool]:
         try:
             compiled = compile_expression(source, Loc("where", 1, 1), self.records.app, entity)
         except DefinitionError as exc:
@@ -224,7 +249,7 @@ class Query:
         )  # fmt: skip
         if probed:  # a hidden field must not be probed through a condition, even across a link
             raise BadQuery(f"cannot filter on hidden fields: {', '.join(probed)}", {"where": "hidden field"})
-        return compiled.clause(self._sql_context(entity, actor))
+        return compiled.clause(self._sql_context(entity, actor, now))
 
     def _sort_column(self, entity: Entity, sort: str, hidden: set[str]) -> tuple[Any, bool]:
         descending = sort.startswith("-")

@@ -289,17 +289,23 @@ class DefinitionValidator(Validator):
         if not isinstance(value, Mapping):
             return
         ctype = value.get("type")
-        if ctype not in CARD_TYPES:
+        if "kpi" in value and ctype is not None:
+            self._report((field, "kpi"), "a kpi card takes no 'type': the KPI sets it (docs/dashboards.md)", True)
+        elif "kpi" in value:
+            ctype = "kpi"
+        elif ctype is None:
+            self._report((field,), f"a card needs 'type' (one of: {', '.join(CARD_TYPES)}) or 'kpi'")
+        if ctype not in (*CARD_TYPES, "kpi"):
             return
         needs = {"sum": ("field",), "avg": ("field",), "ratio": ("numerator",), "avg_duration": ("from", "to"),
                  "percentile_duration": ("from", "to"), "top": ("group_by",)}.get(ctype, ())  # fmt: skip
         for key in needs:
             if key not in value:
                 self._report((field,), f"a {ctype} card needs '{key}'")
-        allowed = {"metric": ("trend",), "last": ("trend",), "numerator": ("ratio",), "percentile": ("percentile_duration",),
-                   "field": ("sum", "avg"), "from": ("avg_duration", "percentile_duration"),
+        allowed = {"metric": ("trend",), "last": ("trend", "kpi"), "numerator": ("ratio",), "percentile": ("percentile_duration",),
+                   "field": ("sum", "avg", "kpi"), "within": ("kpi",), "from": ("avg_duration", "percentile_duration"),
                    "to": ("avg_duration", "percentile_duration"), "fields": ("list",), "sort": ("list",),
-                   "limit": ("top", "list"), "by": ("trend", "breaches")}  # fmt: skip
+                   "limit": ("top", "list"), "by": ("trend", "breaches", "kpi")}  # fmt: skip
         for key, types in allowed.items():
             if key in value and ctype not in types:
                 self._report((field, key), f"'{key}' is not valid on a {ctype} card; it applies to {_or(types)} cards", True)

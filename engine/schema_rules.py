@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.kpis import KPI_NAMES
 from engine.model import FIELD_TYPES
 
 FORMAT_VERSIONS = (1,)
@@ -457,9 +458,9 @@ CARD: Rules = _meta(
         "schema": {
             "name": {**NAME, "required": True},
             "type": _meta(
-                {"type": "string", "required": True, "allowed": list(CARD_TYPES)},
+                {"type": "string", "allowed": list(CARD_TYPES)},  # required unless the card names a kpi
                 unknown="card type",
-                values={"number": "count", "kpi": "count", "total": "sum", "average": "avg", "rate": "ratio",
+                values={"number": "count", "total": "sum", "average": "avg", "rate": "ratio",
                         "percent": "ratio", "ranking": "top", "chart": "trend", "line": "trend", "table": "list",
                         "sla": "breaches"},
             ),  # fmt: skip
@@ -480,6 +481,8 @@ CARD: Rules = _meta(
             "last": DURATION,
             "fields": NAME_LIST,
             "sort": TEXT,
+            "kpi": _meta({"type": "string", "allowed": list(KPI_NAMES)}, unknown="kpi"),
+            "within": DURATION,
         },
     },
     what="card",

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 
-from apps.api import auth, files, notifications, openapi, records, workflow
+from apps.api import auth, dashboards, files, notifications, openapi, records, workflow
 from apps.api.errors import endpoint, error
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -26,6 +26,7 @@ def _table() -> list[BaseRoute]:
         Route("/files/{file_id}", endpoint(files.download), methods=["GET"], name="api_download"),
         *workflow.routes(),
         *notifications.routes(),
+        *dashboards.routes(),
         Route("/{app}/{entity}", endpoint(records.list_), methods=["GET"], name="api_list"),
         Route("/{app}/{entity}", endpoint(records.create, body=True), methods=["POST"], name="api_create"),
         Route("/{app}/{entity}/count", endpoint(records.count), methods=["GET"], name="api_count"),

@@ -4,7 +4,10 @@ Parameters: ``q`` (search over text fields), ``sort`` (a column, ``-`` for desce
 ``cursor`` (the page after a row) or ``before`` (the page before a row), and per filterable field
 its name with one or more values (``category=plumbing&category=walls``, ``assignee=liu_qiang``,
 ``building=3``, ``state=pending``) or, for dates, ``<field>.from`` / ``<field>.to`` (inclusive
-days in the app's timezone); ``flag=red`` keeps the records flagged red (``mark: red``). A field
+days in the app's timezone); ``flag=red`` keeps the records flagged red (``mark: red``);
+``breached=<clock>`` / ``overdue=<clock>`` the records whose SLA clock breached (still running, for
+``overdue``); ``reopened=yes|no`` the records sent back (rework, reopen) at least once or never;
+``where`` an expression, as the API's (a dashboard's drill-down links use it). A field
 named like a reserved parameter cannot be filtered by URL.
 """
 
@@ -22,7 +25,7 @@ from engine.actors import Actor
 from engine.model import Entity, Field
 from engine.queries import BadQuery, ListSpec
 
-RESERVED = frozenset({"q", "sort", "cursor", "before", "limit"})
+RESERVED = frozenset({"q", "sort", "cursor", "before", "limit", "where"})
 EQUALITY_TYPES = frozenset({"select", "multiselect", "user", "team", "link", "boolean", "rating"})
 RANGE_TYPES = frozenset({"date", "datetime"})
 DEFAULT_LIMIT = 25
@@ -38,6 +41,7 @@ class ListState:
     limit: int = DEFAULT_LIMIT
     filters: dict[str, list[str]] = field(default_factory=dict)
     ranges: dict[str, tuple[str, str]] = field(default_factory=dict)
+    where: str = ""
 
     def params(self, **changes: object) -> list[tuple[str, str]]:
         """The query parameters of this state with ``changes`` applied (None drops one)."""
@@ -50,6 +54,8 @@ class ListState:
                 pairs.append((f"{name}.from", low))
             if high:
                 pairs.append((f"{name}.to", high))
+        if state.where:
+            pairs.append(("where", state.where))
         if state.q:
             pairs.append(("q", state.q))
         if state.sort and state.sort != "-id":
@@ -67,7 +73,7 @@ class ListState:
 
     @property
     def filtered(self) -> bool:
-        return bool(self.q or self.filters or self.ranges)
+        return bool(self.q or self.filters or self.ranges or self.where)
 
 
 def filter_fields(entity: Entity, actor: Actor) -> list[Field]:
@@ -80,7 +86,7 @@ def filter_fields(entity: Entity, actor: Actor) -> list[Field]:
 
 
 def parse_state(params: QueryParams, entity: Entity, actor: Actor) -> ListState:
-    state = ListState(q=params.get("q", "").strip(), sort=params.get("sort") or "-id")
+    state = ListState(q=params.get("q", "").strip(), sort=params.get("sort") or "-id", where=params.get("where", "").strip())
     state.cursor = params.get("cursor") or None
     state.before = None if state.cursor else (params.get("before") or None)
     try:
@@ -104,6 +110,13 @@ def parse_state(params: QueryParams, entity: Entity, actor: Actor) -> ListState:
     flags = [v for v in params.getlist("flag") if v]
     if flags and entity.field("flag") is None:  # marked records (``flag=red``): the workspace banner's link
         state.filters["flag"] = flags
+    reopened = params.get("reopened")
+    if reopened and entity.workflow and entity.field("reopened") is None:  # sent back at least once
+        state.filters["reopened"] = [reopened]
+    for name in ("breached", "overdue"):  # SLA clocks: a dashboard's breaches card links here
+        clocks = [v for v in params.getlist(name) if v]
+        if clocks and entity.sla and entity.field(name) is None:
+            state.filters[name] = clocks
     return state
 
 
@@ -123,7 +136,7 @@ def to_spec(state: ListState, entity: Entity, timezone: str) -> ListSpec:
     """The query layer's spec: equality filters as filters, date ranges as a ``where`` expression
     (built only from dates parsed above, so no user text reaches the expression)."""
     tz = ZoneInfo(timezone)
-    clauses: list[str] = []
+    clauses: list[str] = [f"({state.where})"] if state.where else []
     for name, (low, high) in state.ranges.items():
         f = entity.field(name)
         is_date = f is not None and f.type == "date"
