@@ -5,11 +5,12 @@ runs, with the same code and ``now`` as a parameter:
 
 1. **SLA clocks** whose ``next_check_at <= now``, read from the partial index on that column in
    batches of :data:`BATCH` (an index range with a limit, looped until a batch comes back short).
-   Each batch is one write transaction and each clock a savepoint in it; :func:`engine.sla.check`
-   fires every breach and escalation level that passed, once each and in time order, and moves
-   ``next_check_at`` past ``now``. After downtime one scan catches up: each passed level fires
-   once, however many minutes were missed. A clock whose actions fail is logged and looked at again
-   a few minutes later (``sla.RETRY``) instead of blocking the others.
+   Each batch is one write transaction; :func:`engine.sla.check` fires every breach and
+   escalation level that passed, once each and in time order, and moves ``next_check_at`` past
+   ``now``. After downtime one scan catches up: each passed level fires once, however many
+   minutes were missed. When something in a batch fails, the batch is run again clock by clock,
+   each in a savepoint: the failing clock is logged, reported and looked at again a few minutes
+   later (``sla.RETRY``), and the others fire.
 2. **Scheduled rules** (``schedule("cron")``) whose instants fell in (last scan, now]. The last
    scan instant is kept in ``kiln_settings``; each (rule, instant) is claimed by inserting its row
    in ``kiln_schedule_runs`` in the transaction that runs it, so two scans (two workers, or
@@ -139,7 +140,12 @@ def check_clocks(instance: Instance, now: dt.datetime, report: Report, batch: in
                         .values(next_check_at=None)
                     )
                     continue
-                fired, failed = sla.check(instance.records(app), conn, clocks, now)
+                records = instance.records(app)
+                try:
+                    with conn.begin_nested():  # the whole batch at once: the usual case
+                        fired, failed = sla.check(records, conn, clocks, now, careful=False)
+                except Exception:  # noqa: BLE001 - again, clock by clock, to set the failing one aside
+                    fired, failed = sla.check(records, conn, clocks, now, careful=True)
                 report.fired += fired
                 report.errors += failed
         if len(due) < batch:

@@ -348,7 +348,7 @@ class Fired:
 
 
 def check(
-    records: Records, conn: Connection, clocks: list[dict[str, Any]], now: dt.datetime
+    records: Records, conn: Connection, clocks: list[dict[str, Any]], now: dt.datetime, careful: bool = True
 ) -> tuple[list[Fired], list[str]]:  # fmt: skip
     """Fire what the due ``clocks`` (rows of one app, read by the scan) have due by ``now``, each
     instant once and in time order, and move their next check past ``now``.
@@ -356,10 +356,14 @@ def check(
     The records are read for the whole batch, locked on PostgreSQL before the clocks are read again
     under lock (the order a change takes them: record, then clock). Each clock is then claimed by
     one conditional update (its level and start as read), which also records the breach and the
-    next check, and the claimed levels' actions run after it, in a savepoint: whatever they do to
-    the clock (stop, pause, restart it) comes after the claim. So two scans never fire one level
-    twice. A clock whose actions fail is rolled back to its savepoint, logged, and looked at again
-    :data:`RETRY` later, without holding up the others. Returns what fired and what failed."""
+    next check, and the claimed levels' actions run after it: whatever they do to the clock (stop,
+    pause, restart it) comes after the claim. So two scans never fire one level twice.
+
+    ``careful``: each clock in a savepoint of its own, and a clock whose actions fail is rolled
+    back to it, logged, and looked at again :data:`RETRY` later, without holding up the others.
+    Without it an error propagates (the scan runs a batch so first, in one savepoint, and again
+    carefully only when that fails: a savepoint per clock costs more than the clock's own claim).
+    Returns what fired and what failed."""
     table = records.schema.system[TABLE]
     by_entity: dict[str, list[dict[str, Any]]] = {}
     for clock in clocks:
@@ -393,6 +397,11 @@ def check(
                 conn.execute(update(table).where(table.c.id == clock["id"]).values(next_check_at=None))
                 continue
             cal = calendar(records, entity_plan, clock["calendar"])
+            if not careful:
+                done, record = _fire(records, conn, entity, entry, cal, clock, record, now)
+                loaded[clock["record_id"]] = record
+                fired += done
+                continue
             try:
                 with conn.begin_nested():
                     done, record = _fire(records, conn, entity, entry, cal, clock, record, now)
@@ -405,8 +414,9 @@ def check(
                     clock["record_id"],
                     clock["name"],
                 )
+                fields = "".join(f" ({name}: {why})" for name, why in getattr(exc, "fields", {}).items())
                 failed.append(
-                    f"sla clock {clock['id']} ({entity.name} {clock['record_id']} {clock['name']}): {exc}"
+                    f"sla clock {clock['id']} ({entity.name} {clock['record_id']} {clock['name']}): {exc}{fields}"
                 )
                 conn.execute(update(table).where(table.c.id == clock["id"]).values(next_check_at=now + RETRY))
                 continue
@@ -510,7 +520,11 @@ def _escalate(
     if not level.rule.actions:
         return record
     key = f"{records.app.name}/{entity.name}/{record['id']}/sla:{clock['name']}@{to_json(clock['started_at'])}/level:{level.number}"
-    return rules.run_actions(Scope(records, conn, entity, record, None, SYSTEM, now, level.rule, key))
+    pending = rules.Pending()  # as for a rule: the level's changes of the record are written as one update
+    record = rules.run_actions(
+        Scope(records, conn, entity, record, None, SYSTEM, now, level.rule, key, pending=pending)
+    )
+    return rules.write_pending(records, conn, entity, pending, record, SYSTEM, now)
 
 
 # -- reading -----------------------------------------------------------------------------------

@@ -60,6 +60,14 @@ entities:
         escalations:
           - after: 15m
             do: [{mark: red}, {notify: {to: created_by, channels: [in_app]}}]
+      - name: doomed                              # its escalation always fails (summary is required)
+        applies_if: contains(summary, "失败")
+        start: created
+        stop: left(pending)
+        target: 1h
+        escalations:
+          - after: 10m
+            do: [{set: {summary: ""}}]
 """
 
 
@@ -170,6 +178,23 @@ def test_two_scans_at_once_fire_each_level_and_each_schedule_once(ops: Instance)
     with ops.engine.connect() as conn:
         assert len(conn.execute(select(outbox.c.id).where(outbox.c.event_key.like("%/sla:%"))).all()) == 25
     assert {get(ops, t["id"])["reminders"] for t in tickets} == {1}
+
+
+def test_a_clock_whose_actions_fail_is_set_aside_and_the_others_fire(ops: Instance):
+    good = [create(ops, local(2026, 3, 4, 8, 0)) for _ in range(3)]
+    bad = create(ops, local(2026, 3, 4, 8, 0), summary="注定失败")
+    report = scan.run_due(ops, local(2026, 3, 4, 8, 20))
+    assert len(report.errors) == 1 and "doomed" in report.errors[0] and "summary" in report.errors[0]
+    assert sorted(f.record_id for f in report.fired if f.what == "level 1") == sorted(
+        [t["id"] for t in good] + [bad["id"]]
+    )
+    assert get(ops, bad["id"])["summary"] == "注定失败"  # the failed action changed nothing
+    clocks = ops.schema.system["kiln_sla_clocks"]
+    with ops.engine.connect() as conn:
+        retry = conn.execute(select(clocks.c.next_check_at).where(clocks.c.name == "doomed")).scalar_one()
+    assert retry == local(2026, 3, 4, 8, 25)  # looked at again 5 minutes later
+    again = scan.run_due(ops, local(2026, 3, 4, 8, 25))
+    assert len(again.errors) == 1 and again.fired == []  # still failing, still alone
 
 
 # -- the queue ---------------------------------------------------------------------------------
