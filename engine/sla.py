@@ -246,6 +246,8 @@ def _meet(
     now: dt.datetime,
 ) -> None:  # fmt: skip
     values: dict[str, Any] = {"met_at": now, "next_check_at": None}
+    if clock["breached_at"] is None and clock["due_at"] < (clock["paused_at"] or now):
+        values["breached_at"] = clock["due_at"]  # met late before a scan saw it: breached all the same
     if clock["paused_at"] is not None:  # met while paused: the pause ends here
         cal = calendar(records, entity_plan, clock["calendar"])
         values.update(

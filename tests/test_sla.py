@@ -201,6 +201,16 @@ async def test_s4_answered_in_time_meets_the_clock_and_nothing_fires(api: Api, c
     assert [e for e, _, _ in outbox(api, ticket["id"]) if e[0] == "first_response"] == []
 
 
+async def test_a_clock_met_late_before_any_scan_is_breached(api: Api, clock):
+    ticket = await create(api, assignee="tom")
+    clock[0] = WEDNESDAY + dt.timedelta(minutes=20)  # no scan ran: nobody saw 10:15 pass
+    ticket = await move(api, "sam", ticket, "dispatch")
+    pending = clocks(ticket)["pending_15m"]
+    assert dt.datetime.fromisoformat(pending["met_at"]) == clock[0]
+    assert dt.datetime.fromisoformat(pending["breached_at"]) == WEDNESDAY + dt.timedelta(minutes=15)
+    assert clocks(ticket)["first_response"]["breached_at"] is None  # running, not due yet
+
+
 async def test_the_first_matching_entry_of_a_name_applies(api: Api):
     urgent = await create(api, urgency="high")
     normal = await create(api)
