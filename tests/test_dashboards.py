@@ -286,3 +286,33 @@ def test_filters_are_read_as_the_list_reads_them(api: Api) -> None:
     drill = filters.drill(service.records, service.records.entity("ticket"))
     assert drill.filters == (("category", ("hw", "sw")),)
     assert drill.where == '(site.line in ["b"]) and (created_at >= "2026-03-03T00:00:00+08:00")'
+
+
+async def page_client(api: Api, user: str):
+    return api.client({"Cookie": f"kiln_session={api.session_cookie(user)}"})
+
+
+async def test_the_page_shows_every_card_links_and_refreshes_by_htmx(api: Api) -> None:
+    async with await page_client(api, "mia") as http:
+        full = await http.get("/a/desk/dashboards/ops?category=hw")
+        fragment = await http.get("/a/desk/-/dashboards/ops?category=hw", headers={"HX-Request": "true"})
+        english = await http.get("/a/desk/dashboards/ops?locale=en", headers={"Accept-Language": "en"})
+        csv = await http.get("/a/desk/dashboards/ops/tickets.csv?category=hw")
+        xlsx = await http.get("/a/desk/dashboards/ops/created.xlsx")
+        first = await http.get("/a/desk/dashboards")
+    assert full.status_code == 200 and "/static/vendor/chart.umd.min.js" in full.text
+    assert 'href="/a/desk/ticket?category=hw"' in full.text and 'id="dashboard-filters"' in full.text
+    assert full.text.count('class="card dash-card') == 20 and "运维看板" in full.text
+    assert fragment.status_code == 200 and "<html" not in fragment.text and 'id="dashboard-cards"' in fragment.text
+    assert fragment.headers["vary"].startswith("HX-Request")
+    assert english.status_code == 200
+    assert csv.status_code == 200 and csv.text.splitlines()[1].endswith(",2") and "硬件,2" in csv.text
+    assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"
+    assert first.status_code == 200 and 'id="card-tickets"' in first.text
+
+
+async def test_the_page_of_a_reporter_counts_their_rows_only(api: Api) -> None:
+    async with await page_client(api, "rita") as http:
+        page = await http.get("/a/desk/dashboards/ops", headers={"Accept": "application/json"})
+    cards = {c["name"]: c for c in page.json()["cards"]}
+    assert cards["tickets"]["value"] == 2 and cards["backlog"]["value"] == 1  # T1, T3; T3 open

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from apps.web.pages import actions, approvals, detail, diagram, forms, lists, transitions, workspace
+from apps.web.pages import actions, approvals, dashboards, detail, diagram, forms, lists, transitions, workspace
 
 
 def routes() -> list[BaseRoute]:
     entity = "/a/{app}/{entity}"
     return [
         Route("/", workspace.home, name="home"),
+        # dashboards (docs/dashboards.md) before the entity routes, which would read them as an entity
+        Route("/a/{app}/dashboards", dashboards.index, name="dashboards"),
+        Route("/a/{app}/dashboards/{name}", dashboards.dashboard_page, name="dashboard"),
+        Route("/a/{app}/dashboards/{name}/{card}.{format:str}", dashboards.export, name="dashboard_export"),
+        Route("/a/{app}/-/dashboards", dashboards.index, name="dashboards_system"),
+        Route("/a/{app}/-/dashboards/{name}", dashboards.dashboard_page, name="dashboard_system"),
         Route(entity, lists.list_page, name="list"),
         Route(entity + "/count", lists.count, name="list_count"),
         Route(entity + "/export.{format:str}", lists.export, name="list_export"),
