@@ -229,7 +229,12 @@ class CardQuery:
     def card_top(self, card: Card, figure: Figure) -> None:
         limit = int(card.option("limit", 10))
         path = str(card.option("group_by"))
-        key = self.value(path).label("g")
+        key = self.value(path)
+        if self.conn.dialect.name == "sqlite" and "." not in path:
+            # an expression, not the column: SQLite would otherwise read the whole (column, id)
+            # index in group order rather than the range of the card's where, then sort a few groups
+            key = func.coalesce(key, key)
+        key = key.label("g")
         count = func.count().label("n")
         query = self.select(figure.drill, key, count).where(key.is_not(None)).group_by(key).order_by(count.desc(), key).limit(limit)
         figure.groups = self.group_points(card, figure, [tuple(r) for r in self.conn.execute(query)], keep=True)
@@ -312,7 +317,8 @@ class CardQuery:
         finals = self._finals()
         opened = [0] * (n + 1)  # opened[j + 1]: records created in bucket j (index 0: before the first)
         closed_at = [[0] * (n + 1) for _ in range(n + 1)]  # [created bucket + 1][closed bucket]
-        now_open = base.and_where(f"state not in {json.dumps(finals, ensure_ascii=False)}")
+        open_states = [s.name for s in self.entity.workflow.states if not s.final] if self.entity.workflow else []
+        now_open = base.and_where(f"state in {json.dumps(open_states, ensure_ascii=False)}")
         created_index = self._bucket_index(created_col, bounds).label("c")
         for c, count in self.conn.execute(self.select(now_open, created_index, func.count()).group_by(created_index)):
             if c is not None:

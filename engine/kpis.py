@@ -102,7 +102,10 @@ def expand(card: Card, entity: Entity) -> Card:
     if kpi == "first_contact_resolution":
         return plain("ratio", where=_and(where, f"state in {finals}"), numerator="not_reopened")
     if kpi == "backlog":
-        return plain("count", where=_and(where, f"state not in {finals}"))
+        wf = entity.workflow
+        assert wf is not None
+        open_states = json.dumps([s.name for s in wf.states if not s.final], ensure_ascii=False)
+        return plain("count", where=_and(where, f"state in {open_states}"))  # an index range, where not in is a scan
     if kpi == "backlog_trend":
         return plain("trend", where=where, metric="open_count", by=options.get("by", "day"), last=options.get("last", "30d"))
     if kpi == "csat":

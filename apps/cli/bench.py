@@ -13,6 +13,7 @@ SUITE = {
     "web": "benchmarks.web",
     "rules": "benchmarks.rules",
     "sla": "benchmarks.sla",
+    "dashboards": "benchmarks.dashboards",
 }
 
 
