@@ -12,7 +12,17 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from apps.web.pages import actions, approvals, dashboards, detail, diagram, forms, lists, transitions, workspace
+from apps.web.pages import (
+    actions,
+    approvals,
+    dashboards,
+    detail,
+    diagram,
+    forms,
+    lists,
+    transitions,
+    workspace,
+)
 
 
 def routes() -> list[BaseRoute]:
