@@ -64,18 +64,19 @@ def age(instance: Instance, count: int) -> None:
         return f"({column} + ({seconds}) * interval '1 second')"
 
     stamp = cutoff.replace(tzinfo=None).isoformat(sep=" ") if sqlite else cutoff.isoformat()
+    mod = "%" if sqlite else "%%"  # psycopg reads a lone % as a placeholder
     with instance.engine.begin() as conn:
         done = conn.exec_driver_sql(f'SELECT count(*) FROM "{table}" WHERE rating IS NOT NULL').scalar_one()
         if done:
             return
         conn.exec_driver_sql(
-            f'UPDATE "{table}" SET state = \'closed\', rating = id % 5 + 1, '
-            f"entered_dispatched_at = {plus('created_at', 'id % 7200')}, "
-            f"entered_closed_at = {plus('created_at', '3600 + id % 86400')} "
+            f'UPDATE "{table}" SET state = \'closed\', rating = id {mod} 5 + 1, '
+            f"entered_dispatched_at = {plus('created_at', f'id {mod} 7200')}, "
+            f"entered_closed_at = {plus('created_at', f'3600 + id {mod} 86400')} "
             f"WHERE created_at < '{stamp}'"
         )  # fmt: skip
         conn.exec_driver_sql(
-            f"UPDATE \"{table}\" SET entered_dispatched_at = {plus('created_at', 'id % 7200')} "
+            f"UPDATE \"{table}\" SET entered_dispatched_at = {plus('created_at', f'id {mod} 7200')} "
             f"WHERE created_at >= '{stamp}' AND state <> 'pending'"
         )  # fmt: skip
     if sqlite:
