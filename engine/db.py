@@ -198,11 +198,17 @@ class Prepared:
 
     def execute(self, conn: Connection, params: dict[str, Any]) -> PreparedResult:
         compiled, processors = self._for(conn)
-        values = compiled.construct_params(params)
-        for key, process in processors.items():
-            if key in values and values[key] is not None:
-                values[key] = process(values[key])
-        arguments = tuple(values[k] for k in compiled.positiontup) if compiled.positional else values
+        if compiled.positional and all(k in params for k in compiled.positiontup):
+            # Every parameter given (the hot inserts): straight into the driver's tuple.
+            arguments: Any = tuple(
+                params[k] if params[k] is None or k not in processors else processors[k](params[k]) for k in compiled.positiontup
+            )
+        else:
+            values = compiled.construct_params(params)
+            for key, process in processors.items():
+                if key in values and values[key] is not None:
+                    values[key] = process(values[key])
+            arguments = tuple(values[k] for k in compiled.positiontup) if compiled.positional else values
         cursor = conn.connection.dbapi_connection.cursor()  # the connection's own transaction
         try:
             cursor.execute(compiled.string, arguments)
