@@ -32,9 +32,11 @@ def tags_field(entity: Entity) -> str | None:
     return next((f.name for f in entity.fields if f.type == "tags" and not f.disabled), None)
 
 
-def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> int:
+    """Insert the rows that are not there yet; how many were."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
+    # One row as one execute: its rowcount is exact on both drivers (a many-row rowcount may not be).
+    return conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows[0] if len(rows) == 1 else rows).rowcount
 
 
 def add(conn: Connection, records: Records, entity: Entity, record_id: int, tags: Iterable[str]) -> list[str]:
@@ -63,12 +65,9 @@ def remove(conn: Connection, records: Records, entity: Entity, record_id: int, t
 
 
 def mark(conn: Connection, records: Records, entity: Entity, record_id: int, color: str, now: dt.datetime, rule: str | None) -> bool:
-    """Flag a record; False when it already had that flag."""
-    if color in flags_of(conn, records, entity, [record_id]).get(record_id, []):
-        return False
+    """Flag a record; False when it already had that flag (one statement either way)."""
     row = {"app": records.app.name, "entity": entity.name, "record_id": record_id, "color": color, "marked_at": now, "rule": rule}
-    _upsert(conn, records.schema.system["kiln_marks"], [row])
-    return True
+    return _upsert(conn, records.schema.system["kiln_marks"], [row]) > 0
 
 
 def unmark(conn: Connection, records: Records, entity: Entity, record_id: int, color: str) -> bool:
