@@ -316,3 +316,12 @@ async def test_the_page_of_a_reporter_counts_their_rows_only(api: Api) -> None:
         page = await http.get("/a/desk/dashboards/ops", headers={"Accept": "application/json"})
     cards = {c["name"]: c for c in page.json()["cards"]}
     assert cards["tickets"]["value"] == 2 and cards["backlog"]["value"] == 1  # T1, T3; T3 open
+
+
+async def test_the_app_menu_lists_the_dashboards_a_user_may_open(api: Api) -> None:
+    async with await page_client(api, "mia") as http:
+        manager = await http.get("/a/desk/ticket")
+    async with await page_client(api, "dan") as http:
+        service = await http.get("/a/desk/ticket")
+    assert 'href="/a/desk/dashboards/ops"' in manager.text and 'href="/a/desk/dashboards/ops"' in service.text
+    assert "运维看板" in manager.text

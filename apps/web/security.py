@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import accounts, identity
+from engine.dashboards import may_see
 from engine.actors import Actor
 from engine.instance import Instance
 
@@ -184,7 +185,8 @@ def is_htmx(request: HTTPConnection) -> bool:
 
 def user_apps(request: HTTPConnection) -> list[dict[str, str]]:
     """The apps the current user may enter (those they hold a role in; every app for an
-    administrator), for the app switcher: ``[{"name", "label", "href"}]``."""
+    administrator), for the app switcher: ``[{"name", "label", "href", "dashboards"}]`` with the
+    dashboards the user may open (``[{"label", "href"}]``)."""
     user = current_user(request)
     if user is None:
         return []
@@ -199,7 +201,11 @@ def user_apps(request: HTTPConnection) -> list[dict[str, str]]:
     for name, compiled in sorted(instance.compiled.apps.items()):
         app = compiled.app
         if (user.is_admin or name in mine) and app.entities:
-            apps.append({"name": name, "label": app.label.get(locale), "href": f"/a/{name}/{app.entities[0].name}"})
+            viewer = accounts.actor_of(user, roles_by_app(request).get(name, frozenset()), frozenset())
+            boards = [
+                {"label": d.label.get(locale), "href": f"/a/{name}/dashboards/{d.name}"} for d in app.dashboards if may_see(d, viewer)
+            ]
+            apps.append({"name": name, "label": app.label.get(locale), "href": f"/a/{name}/{app.entities[0].name}", "dashboards": boards})
     request.state.user_apps = apps
     return apps
 
