@@ -292,3 +292,49 @@ def test_the_owner_hears_when_a_ticket_awaits_their_check(installed):
     ticket = workflow.transition(records, "ticket", ticket["id"], "finish", {}, ticket["version"], as_user["zhou_tao"])
     assert ticket["state"] == "awaiting_check"
     assert queued() == [(str(as_user["zhang_xiuying"].id), "in_app")]
+
+
+def test_an_urgent_ticket_left_alone_turns_red_and_climbs_to_the_managers(installed):
+    """S18 and S4 in the pack: 待受理 over 15 minutes is red and tells the dispatchers; an urgent
+    ticket not taken up reminds its technician at 30 minutes and their manager at 1 hour."""
+    import datetime as dt
+
+    from engine import scan, tags, workflow
+
+    instance, _ = installed
+    records = instance.records(APP)
+    as_user = {name: accounts.actor_for(instance.engine, name, APP) for name in ("zhang_xiuying", "wang_lei")}
+    building = records.list("building", SYSTEM, limit=1).items[0]["id"]
+    start = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)
+    ticket = records.create(
+        "ticket",
+        {"summary": "电梯困人", "category": "elevator", "area": "public", "urgency": "immediate",
+         "owner_cooperation": "no", "reporter_phone": "13800138000", "building": building},
+        as_user["zhang_xiuying"], now=start,
+    )  # fmt: skip
+    outbox = instance.schema.system["kiln_outbox"]
+
+    def told() -> list[str]:
+        """Who was told, in the order the scans queued it."""
+        with instance.engine.connect() as conn:
+            query = select(outbox.c.recipient).where(outbox.c.record_id == ticket["id"]).order_by(outbox.c.id)
+            return [accounts.get_user(instance.engine, int(i)).username for i in conn.execute(query).scalars()]
+
+    def red() -> bool:
+        with instance.engine.connect() as conn:
+            return "red" in tags.flags_of(conn, records, records.entity("ticket"), [ticket["id"]]).get(ticket["id"], {})
+
+    scan.run_due(instance, start + dt.timedelta(minutes=14), deliver_outbox=False)
+    assert not red() and told() == []
+    scan.run_due(instance, start + dt.timedelta(minutes=16), deliver_outbox=False)
+    assert red() and told() == ["wang_lei"]  # the demo's dispatcher
+    ticket = workflow.transition(
+        records, "ticket", ticket["id"], "dispatch", {"assignee": "zhou_tao"}, ticket["version"], as_user["wang_lei"],
+        now=start + dt.timedelta(minutes=20),
+    )  # fmt: skip
+    scan.run_due(instance, start + dt.timedelta(minutes=31), deliver_outbox=False)
+    assert told() == ["wang_lei", "zhou_tao"]  # the technician, reminded at 30 minutes
+    scan.run_due(instance, start + dt.timedelta(minutes=61), deliver_outbox=False)
+    assert told() == ["wang_lei", "zhou_tao", "wang_lei"]  # then zhou_tao's manager, at 1 hour
+    scan.run_due(instance, start + dt.timedelta(minutes=90), deliver_outbox=False)
+    assert len(told()) == 3  # each level once
