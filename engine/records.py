@@ -148,8 +148,11 @@ class Records:
             entry["changes"] = {k: v for k, v in entry["changes"].items() if k not in hidden}
         return entries
 
-    def to_api(self, conn: Connection, entity: Entity, records: list[dict[str, Any]], actor: Actor) -> list[dict[str, Any]]:
-        """Records as JSON for this actor: hidden and disabled fields left out, users by name."""
+    def to_api(
+        self, conn: Connection, entity: Entity, records: list[dict[str, Any]], actor: Actor, *, extras: bool = True
+    ) -> list[dict[str, Any]]:
+        """Records as JSON for this actor: hidden and disabled fields left out, users by name;
+        with ``extras``, their system tags, flags and SLA clocks too (a query each)."""
         hidden = permissions.hidden_fields(entity, actor)
         user_fields = [f.name for f in entity.fields if f.type == "user"] + ["created_by"]
         ids = {v for r in records for name in user_fields for v in _as_list(r.get(name)) if v is not None}
@@ -176,8 +179,9 @@ class Records:
             for state in entity.states:
                 item[entered_column(state)] = to_json(r.get(entered_column(state)))
             out.append(item)
-        tags.attach(conn, self, entity, out)  # system tags and flags (rules' add_tag, mark)
-        sla.attach(conn, self, entity, out, actor)  # the record's SLA clocks, for entities with some
+        if extras:
+            tags.attach(conn, self, entity, out)  # system tags and flags (rules' add_tag, mark)
+            sla.attach(conn, self, entity, out, actor)  # the record's SLA clocks, for entities with some
         return out
 
     # -- writing -------------------------------------------------------------------------------

@@ -75,11 +75,12 @@ class EntityPlan:
     rules: tuple[tuple[Rule, str], ...]  # (rule, its normalised event), in the order written
     events: frozenset[str]
     watched: tuple[str, ...]  # the fields some field_set(F) watches
-    values: dict[tuple[str, str, str | None], Compiled | None] = field(default_factory=dict)
 
 
 _plans: weakref.WeakKeyDictionary[Records, dict[str, EntityPlan | None]] = weakref.WeakKeyDictionary()
 _chain: ContextVar[tuple[str, ...]] = ContextVar("kiln_rule_chain", default=())
+# Action values compiled per app: (rule's entity, entity, source, this) -> Compiled or None.
+_values: weakref.WeakKeyDictionary[Records, dict[tuple[str, str, str, str | None], Compiled | None]] = weakref.WeakKeyDictionary()
 
 
 def plan(records: Records, entity: Entity) -> EntityPlan | None:
@@ -298,8 +299,8 @@ class Scope:
         """``source`` compiled over ``entity`` (``this``: the rule's record), or None when it is not
         an expression there (then it is literal text); compiled once per app."""
         entity = entity or self.entity
-        cache = (plan(self.records, self.entity) or EntityPlan((), frozenset(), ())).values
-        key = (entity.name, source, this.name if this else None)
+        cache = _values.setdefault(self.records, {})  # also for SLA actions of entities without rules
+        key = (self.entity.name, entity.name, source, this.name if this else None)
         if key not in cache:
             cache[key] = _compile(self.records, source, entity, this, self.rule)
         return cache[key]
