@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode
 
-from sqlalchemy import Engine, Table, delete, select, update
+from sqlalchemy import Connection, Engine, Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.db import read, write
@@ -39,14 +39,15 @@ class SavedViews:
         self.engine = engine
         self.table = table
 
-    def list(self, user_id: int, app: str, entity: str) -> list[SavedView]:
+    def list(self, user_id: int, app: str, entity: str, conn: Connection | None = None) -> list[SavedView]:
+        """The user's views of an entity, by name (on ``conn`` when the caller has one open)."""
+        if conn is None:
+            with read(self.engine) as own:
+                return self.list(user_id, app, entity, own)
         t = self.table
-        with read(self.engine) as conn:
-            rows = conn.execute(
-                select(t.c.id, t.c.name, t.c.query)
-                .where(t.c.user_id == user_id, t.c.app == app, t.c.entity == entity)
-                .order_by(t.c.name)
-            ).all()
+        rows = conn.execute(
+            select(t.c.id, t.c.name, t.c.query).where(t.c.user_id == user_id, t.c.app == app, t.c.entity == entity).order_by(t.c.name)
+        ).all()
         return [SavedView(r.id, r.name, r.query) for r in rows]
 
     def save(self, user_id: int, app: str, entity: str, name: str, query: str, now: dt.datetime | None = None) -> SavedView:

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="web processes (default: %(default)s)")
     parser.add_argument(
-        "--threads", type=int, default=int(os.environ.get("KILN_THREADS") or 4),
+        "--threads", type=int, default=int(os.environ.get("KILN_THREADS") or 2),
         help="requests a web process works on at once (default: %(default)s; more only helps when the database is remote)",
     )  # fmt: skip
     parser.add_argument(

@@ -32,8 +32,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import accounts, identity
-from engine.dashboards import may_see
 from engine.actors import Actor
+from engine.dashboards import may_see
 from engine.instance import Instance
 
 SESSION_COOKIE = "kiln_session"

@@ -112,9 +112,12 @@ def list_context(ctx: PageContext, state: ListState) -> dict[str, Any]:
     wanted = (*(f.name for f in columns), *title_names, "number", "state", "version", "created_at")
     spec = replace(to_spec(state, entity, ctx.app.timezone), before=state.before, columns=wanted)
     users = [f.name for f in columns if f.type == "user"]
-    with ctx.instance.engine.connect() as conn:
+    views = SavedViews(ctx.instance.engine, ctx.instance.schema.system["kiln_saved_views"])
+    with ctx.instance.engine.connect() as conn:  # one connection for everything the page reads
         window = records.query.page(conn, entity, actor, spec)
         names = records.users.usernames(conn, {r[n] for r in window.items for n in users if r[n] is not None}) if users else {}
+        flags = marks.row_flags(conn, records, entity, [r["id"] for r in window.items])
+        saved = views.list(actor.id, ctx.app.name, entity.name, conn) if actor.id is not None else []
     titles = exports.link_titles(records, entity, window.items, actor, fields=[f.name for f in columns if f.type == "link"])
     teams = team_labels(ctx)
     app_url = f"/a/{ctx.app.name}"
@@ -135,6 +138,7 @@ def list_context(ctx: PageContext, state: ListState) -> dict[str, Any]:
     ]
     return {
         "ctx": ctx, "state": state, "rows": rows, "columns": columns, "window": window, "heads": sort_heads(ctx, state, columns),
+        "flags": flags, "views": saved,
         "next_url": f"{ctx.base}?{state.query(cursor=window.next_cursor, before=None)}" if window.next_cursor else None,
         "prev_url": f"{ctx.base}?{state.query(cursor=None, before=window.prev_cursor)}" if window.prev_cursor else None,
         "count_url": f"{ctx.base}/count?{state.query(cursor=None, before=None)}",
@@ -195,10 +199,7 @@ def list_page(request: Request) -> Response:
         items, window = read_page(ctx, state)
         return json_response({"items": items, "next_cursor": window.next_cursor, "prev_cursor": window.prev_cursor})
     data = list_context(ctx, state)
-    data["flags"] = marks.row_flags(ctx.instance, ctx.app, ctx.entity, [r["id"] for r in data["window"].items])
     data["filters"] = filter_controls(ctx, state)
-    user = request.state.user
-    data["views"] = SavedViews(ctx.instance.engine, ctx.instance.schema.system["kiln_saved_views"]).list(user.id, ctx.app.name, ctx.entity.name)
     data["bulk_fields"] = bulk_fields(ctx)
     return render(request, "pages/list.html", data, fragment="pages/_list_body.html", locale=ctx.locale, gettext=ctx.gettext)
 

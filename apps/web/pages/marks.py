@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Connection
+
 from engine import tags
 from engine.actors import Actor
 from engine.model import App, Entity
@@ -20,13 +22,12 @@ def may_mark(records: Any, entity: Entity) -> bool:
     return tags.usage(records, entity)[3]
 
 
-def row_flags(instance: Any, app: App, entity: Entity, ids: list[int]) -> dict[int, list[str]]:
-    """The flag colours of a list page's rows, in one query (none when nothing can mark)."""
-    records = instance.records(app.name)
+def row_flags(conn: Connection, records: Any, entity: Entity, ids: list[int]) -> dict[int, list[str]]:
+    """The flag colours of a list page's rows, in one query on the page's connection (none when
+    nothing can mark)."""
     if not ids or not may_mark(records, entity):
         return {}
-    with instance.engine.connect() as conn:
-        found = tags.flags_of(conn, records, entity, ids)
+    found = tags.flags_of(conn, records, entity, ids)
     return {record_id: sorted(colours) for record_id, colours in found.items()}
 
 
