@@ -32,11 +32,9 @@ def tags_field(entity: Entity) -> str | None:
     return next((f.name for f in entity.fields if f.type == "tags" and not f.disabled), None)
 
 
-def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> int:
-    """Insert the rows that are not there yet; how many were."""
+def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    # One row as one execute: its rowcount is exact on both drivers (a many-row rowcount may not be).
-    return conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows[0] if len(rows) == 1 else rows).rowcount
+    conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
 
 
 def add(conn: Connection, records: Records, entity: Entity, record_id: int, tags: Iterable[str]) -> list[str]:
@@ -66,8 +64,11 @@ def remove(conn: Connection, records: Records, entity: Entity, record_id: int, t
 
 def mark(conn: Connection, records: Records, entity: Entity, record_id: int, color: str, now: dt.datetime, rule: str | None) -> bool:
     """Flag a record; False when it already had that flag (one statement either way)."""
+    table = records.schema.system["kiln_marks"]
     row = {"app": records.app.name, "entity": entity.name, "record_id": record_id, "color": color, "marked_at": now, "rule": rule}
-    return _upsert(conn, records.schema.system["kiln_marks"], [row]) > 0
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    # RETURNING, not the row count: psycopg reports -1 for an INSERT ... ON CONFLICT DO NOTHING.
+    return conn.execute(dialect.insert(table).on_conflict_do_nothing().returning(table.c.record_id), row).first() is not None
 
 
 def unmark(conn: Connection, records: Records, entity: Entity, record_id: int, color: str) -> bool:
