@@ -13,26 +13,31 @@ import datetime as dt
 from dataclasses import dataclass
 from functools import cache
 
-from sqlalchemy import Engine, bindparam, or_, select, update
+from sqlalchemy import Engine, bindparam, func, or_, select, update
 
 from engine.accounts import LAST_USED_EVERY, TOKEN_PREFIX, User, tables, token_hash
 from engine.db import Prepared, read, write
+from engine.notifications import UNREAD_CAP
 
 
 @dataclass(frozen=True)
 class Identity:
     user: User
     roles: dict[str, frozenset[str]]  # app -> the user's roles there
+    unread: int | None = None  # unread in-app notifications, capped (sessions only: the header shows it)
 
 
 def by_session(engine: Engine, user_id: int) -> Identity | None:
-    """The active user of a session, with their roles; None if gone or deactivated."""
+    """The active user of a session, with their roles and unread count (every page's header
+    shows it); None if gone or deactivated."""
     statements = _statements()
     with read(engine) as conn:
         rows = statements["user"].execute(conn, {"id": user_id}).rows
         if not rows or not rows[0][4]:
             return None
-        return Identity(_user(rows[0]), _roles(statements["roles"].execute(conn, {"user_id": user_id}).rows))
+        roles = _roles(statements["roles"].execute(conn, {"user_id": user_id}).rows)
+        unread = statements["unread"].execute(conn, {"user_id": user_id, "cap": UNREAD_CAP + 1}).scalar()
+        return Identity(_user(rows[0]), roles, int(unread or 0))
 
 
 def by_token(engine: Engine, token: str, now: dt.datetime | None = None) -> Identity | None:
@@ -71,7 +76,7 @@ def _roles(rows: list[tuple]) -> dict[str, frozenset[str]]:
 @cache
 def _statements() -> dict[str, Prepared]:
     t = tables()
-    users, tokens, roles = t["kiln_users"], t["kiln_api_tokens"], t["kiln_user_roles"]
+    users, tokens, roles, notes = t["kiln_users"], t["kiln_api_tokens"], t["kiln_user_roles"], t["kiln_notifications"]
     user_columns = [users.c[name] for name in ("id", "username", "display_name", "is_admin", "is_active", "manager_id", "locale", "email", "phone")]
     stale = or_(tokens.c.last_used_at.is_(None), tokens.c.last_used_at < bindparam("stale_before", type_=tokens.c.last_used_at.type))
     return {
@@ -80,4 +85,10 @@ def _statements() -> dict[str, Prepared]:
             select(*user_columns, tokens.c.id, stale).join(tokens, tokens.c.user_id == users.c.id).where(tokens.c.token_hash == bindparam("hash"))
         ),
         "roles": Prepared(select(roles.c.app, roles.c.role).where(roles.c.user_id == bindparam("user_id"))),
+        # As engine.notifications.unread_count: at most cap rows of the (user_id, read_at, id) index.
+        "unread": Prepared(
+            select(func.count()).select_from(
+                select(notes.c.id).where(notes.c.user_id == bindparam("user_id"), notes.c.read_at.is_(None)).limit(bindparam("cap")).subquery()
+            )
+        ),
     }

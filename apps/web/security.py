@@ -86,6 +86,8 @@ def current_user(request: HTTPConnection) -> accounts.User | None:
         found = identity.by_session(instance.engine, int(request.session["uid"]))
     state["user"] = found.user if found else None
     state["roles_by_app"] = found.roles if found else {}
+    if found is not None and found.unread is not None:
+        state["kiln_unread"] = found.unread  # the header's badge (apps/web/notifications.py)
     return state["user"]
 
 
