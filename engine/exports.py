@@ -22,6 +22,8 @@ from engine.actors import Actor
 from engine.model import Entity, Field
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from engine.records import Records
 
 PAGE = 500  # rows per query: one keyset page of the query layer's maximum size
@@ -64,24 +66,26 @@ def title_fields(entity: Entity) -> tuple[str, ...]:
 
 
 def link_titles(
-    records: Records, entity: Entity, items: Iterable[dict[str, Any]], actor: Actor, fields: Iterable[str] | None = None
+    records: Records, entity: Entity, items: Iterable[dict[str, Any]], actor: Actor, fields: Iterable[str] | None = None,
+    conn: Connection | None = None,
 ) -> dict[str, dict[int, str]]:
     """``{link field: {id: title}}`` for the linked records the actor may see (one query per
-    field, reading only the linked entity's title fields); ``fields`` limits the link fields."""
+    field, reading only the linked entity's title fields); ``fields`` limits the link fields;
+    on ``conn`` when the caller has one open."""
     titles: dict[str, dict[int, str]] = {}
     rows = list(items)
     wanted = None if fields is None else set(fields)
     links = [f for f in entity.fields if f.type == "link" and f.entity and (wanted is None or f.name in wanted)]
     if not links:
         return titles
-    with records.instance.engine.connect() as conn:
-        for f in links:
-            ids = sorted({v for r in rows for v in _values(r.get(f.name)) if isinstance(v, int)})
-            found: dict[int, str] = {}
-            target = records.entity(f.entity)
-            if ids:
-                found = {r["id"]: record_title(target, r) for r in records.query.titles(conn, target, actor, ids)}
-            titles[f.name] = found
+    if conn is None:
+        with records.instance.engine.connect() as own:
+            return link_titles(records, entity, rows, actor, fields, own)
+    for f in links:
+        ids = sorted({v for r in rows for v in _values(r.get(f.name)) if isinstance(v, int)})
+        target = records.entity(f.entity)
+        found = {r["id"]: record_title(target, r) for r in records.query.titles(conn, target, actor, ids)} if ids else {}
+        titles[f.name] = found
     return titles
 
 

@@ -118,7 +118,8 @@ def list_context(ctx: PageContext, state: ListState) -> dict[str, Any]:
         names = records.users.usernames(conn, {r[n] for r in window.items for n in users if r[n] is not None}) if users else {}
         flags = marks.row_flags(conn, records, entity, [r["id"] for r in window.items])
         saved = views.list(actor.id, ctx.app.name, entity.name, conn) if actor.id is not None else []
-    titles = exports.link_titles(records, entity, window.items, actor, fields=[f.name for f in columns if f.type == "link"])
+        links = [f.name for f in columns if f.type == "link"]
+        titles = exports.link_titles(records, entity, window.items, actor, fields=links, conn=conn)
     teams = team_labels(ctx)
     app_url = f"/a/{ctx.app.name}"
     cells = [
