@@ -20,7 +20,7 @@ from engine import dashboards_sql, kpis, permissions
 from engine.actors import Actor
 from engine.errors import NotFound, RecordError
 from engine.model import Card, Dashboard, Entity, Field
-from engine.queries import ListSpec
+from engine.queries import ListSpec, day_range, day_range_conditions
 
 if TYPE_CHECKING:
     from engine.records import Records
@@ -208,14 +208,9 @@ class Filters:
             if values:
                 out.values[path] = values
             low, high = (getlist(f"{path}.from") or [""])[-1], (getlist(f"{path}.to") or [""])[-1]
-            for day in (low, high):
-                if day:
-                    try:
-                        dt.date.fromisoformat(day)
-                    except ValueError:
-                        raise CardError(f"{path}: expected a date like 2026-02-18", {path: "invalid date"}) from None
-            if low or high:
-                out.ranges[path] = (low, high)
+            found = day_range(path, low, high, CardError)
+            if found is not None:
+                out.ranges[path] = found
         return out
 
     def params(self) -> list[tuple[str, str]]:
@@ -242,18 +237,9 @@ class Filters:
             info = resolve(records, entity, path)
             if info is None or info.type not in ("date", "datetime"):
                 continue
-            if info.type == "date":
-                drill = drill.and_where(f'{path} >= "{low}"' if low else None).and_where(f'{path} <= "{high}"' if high else None)
-                continue
-            if low:
-                drill = drill.and_where(f'{path} >= "{_midnight(dt.date.fromisoformat(low), tz)}"')
-            if high:
-                drill = drill.and_where(f'{path} < "{_midnight(dt.date.fromisoformat(high) + dt.timedelta(days=1), tz)}"')
+            for condition in day_range_conditions(path, low, high, info.type == "date", tz):
+                drill = drill.and_where(condition)
         return drill
-
-
-def _midnight(day: dt.date, tz: dt.tzinfo) -> str:
-    return dt.datetime.combine(day, dt.time(0, 0), tzinfo=tz).isoformat()
 
 
 def _literals(info: PathInfo, raw: list[str]) -> list[str]:

@@ -241,9 +241,7 @@ class CardQuery:
         figure.value = self.conn.execute(self.select(figure.drill, func.count())).scalar_one()
 
     def card_list(self, card: Card, figure: Figure) -> None:
-        from engine.exports import title_fields
-
-        names = list(card.option("fields") or title_fields(self.entity) or ("id",))
+        names = list(card.option("fields") or self.entity.title_fields or ("id",))
         spec = figure.drill.spec(self.entity, self.now, sort=str(card.option("sort", "-created_at")),
                                  limit=int(card.option("limit", 10)))  # fmt: skip
         page = self.records.query.page(self.conn, self.entity, self.actor, spec)

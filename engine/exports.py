@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import permissions, queries
 from engine.actors import Actor
-from engine.model import Entity, Field
+from engine.model import TITLE_PART, Entity, Field
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from engine.records import Records
 
 PAGE = 500  # rows per query: one keyset page of the query layer's maximum size
-_TITLE_PART = re.compile(r"\{(\w+)\}")
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ def may_export(entity: Entity, actor: Actor) -> bool:
 def record_title(entity: Entity, item: dict[str, Any]) -> str:
     """A record as links and lists show it: the entity's ``title`` template, else its number or id."""
     if entity.title:
-        text = _TITLE_PART.sub(lambda m: _plain(item.get(m.group(1))), entity.title).strip()
+        text = TITLE_PART.sub(lambda m: _plain(item.get(m.group(1))), entity.title).strip()
         if text:
             return text
     return str(item.get("number") or f"#{item.get('id')}")
@@ -57,12 +56,6 @@ def _plain(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(_plain(v) for v in value)
     return str(value)
-
-
-def title_fields(entity: Entity) -> tuple[str, ...]:
-    """The fields a record's title is made of (so a page of titles reads just those)."""
-    names = [m.group(1) for m in _TITLE_PART.finditer(entity.title or "")]
-    return tuple(n for n in names if entity.field(n) is not None) + (("number",) if entity.number else ())
 
 
 def link_titles(

@@ -7,11 +7,14 @@ compiler turns them into predicates and SQL clauses.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from engine.errors import Loc
+
+TITLE_PART = re.compile(r"\{(\w+)\}")  # a placeholder of an entity's title
 
 # The field types of SPEC.md section 2.
 FIELD_TYPES = (
@@ -278,6 +281,13 @@ class Entity:
 
     def field(self, name: str) -> Field | None:
         return next((f for f in self.fields if f.name == name), None)
+
+    @property
+    def title_fields(self) -> tuple[str, ...]:
+        """The fields the record's title is made of (``title``'s placeholders, then the number),
+        so a page of titles reads just those."""
+        names = [m.group(1) for m in TITLE_PART.finditer(self.title or "") if self.field(m.group(1)) is not None]
+        return (*names, *(("number",) if self.number else ()))
 
     @property
     def field_names(self) -> tuple[str, ...]:

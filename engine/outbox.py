@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping
-from functools import cache
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, select, update
@@ -59,7 +59,7 @@ def enqueue(
     return queued
 
 
-@cache
+@lru_cache(maxsize=32)  # per outbox table (an instance) and dialect; bounded, as tests open many
 def _insert(outbox: Table, dialect: Any) -> Prepared:
     """The queuing INSERT, compiled once (an SLA scan queues thousands in a row)."""
     statement = (

@@ -59,6 +59,37 @@ class Page:
     prev_cursor: str | None = None  # a ``before`` for the previous page, if there is one
 
 
+def day_range(name: str, low: str, high: str, error: type[RecordError] = BadQuery) -> tuple[str, str] | None:
+    """A ``name.from``/``name.to`` pair of ISO days as a range, None when both are empty; a value
+    that is not a day is ``error`` (the list's 400, a dashboard's own)."""
+    for day in (low, high):
+        if day:
+            try:
+                dt.date.fromisoformat(day)
+            except ValueError:
+                raise error(f"{name}: expected a date like 2026-02-18", {name: "invalid date"}) from None
+    return (low, high) if low or high else None
+
+
+def day_range_conditions(path: str, low: str, high: str, is_date: bool, tz: dt.tzinfo) -> list[str]:
+    """The range as conditions of the expression language, both days included: a date field
+    compares with the days, a datetime with the local midnights of the app's timezone (the days
+    were checked by :func:`day_range`, so no user text reaches the expression)."""
+    conditions = []
+    if low:
+        conditions.append(f'{path} >= "{low if is_date else _midnight(dt.date.fromisoformat(low), tz)}"')
+    if high:
+        if is_date:
+            conditions.append(f'{path} <= "{high}"')
+        else:
+            conditions.append(f'{path} < "{_midnight(dt.date.fromisoformat(high) + dt.timedelta(days=1), tz)}"')
+    return conditions
+
+
+def _midnight(day: dt.date, tz: dt.tzinfo) -> str:
+    return dt.datetime.combine(day, dt.time(0, 0), tzinfo=tz).isoformat()
+
+
 def encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps([to_json(v) for v in values]).encode()).decode().rstrip("=")
 
@@ -123,10 +154,8 @@ class Query:
     def titles(self, conn: Connection, entity: Entity, actor: Actor, ids: list[int]) -> list[dict[str, Any]]:
         """The readable records among ``ids`` with just their title fields (their JSON values),
         for showing links: one query, whatever the number of ids."""
-        from engine.exports import title_fields  # exports builds on this module
-
         table = self.records.tables(entity).main
-        names = [n for n in title_fields(entity) if n in table.c]
+        names = [n for n in entity.title_fields if n in table.c]
         hidden = permissions.hidden_fields(entity, actor)
         names = [n for n in names if n not in hidden]
         query = select(table.c.id, *(table.c[n] for n in names)).where(table.c.id.in_(ids), self.readable(entity, actor))

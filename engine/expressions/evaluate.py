@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from . import nodes
 from .compiled import EvalContext, EvalError
 from .nodes import (
     Arith,
@@ -263,8 +264,5 @@ class Evaluator:
 
 
 # The methods for each node class (``v_<Class>``) and function (``fn_<name>``), looked up once.
-_BY_NODE: dict[type, Any] = {
-    cls: getattr(Evaluator, f"v_{cls.__name__}")
-    for cls in (Const, ListLit, FieldRef, UserRef, LocalMidnight, Compare, IsNull, In, BoolOp, Not, Arith, Neg, Count, Call)
-}
+_BY_NODE: dict[type, Any] = {getattr(nodes, name[2:]): method for name, method in vars(Evaluator).items() if name.startswith("v_")}
 _BY_FUNCTION: dict[str, Any] = {name[3:]: method for name, method in vars(Evaluator).items() if name.startswith("fn_")}

@@ -108,7 +108,7 @@ def list_context(ctx: PageContext, state: ListState) -> dict[str, Any]:
     entity, actor, records = ctx.entity, ctx.actor, ctx.records
     hidden = permissions.hidden_fields(entity, actor)
     columns = list_fields(entity, hidden)
-    title_names = exports.title_fields(entity)
+    title_names = entity.title_fields
     wanted = (*(f.name for f in columns), *title_names, "number", "state", "version", "created_at")
     spec = replace(to_spec(state, entity, ctx.app.timezone), before=state.before, columns=wanted)
     users = [f.name for f in columns if f.type == "user"]

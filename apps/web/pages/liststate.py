@@ -13,7 +13,6 @@ named like a reserved parameter cannot be filtered by URL.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -23,7 +22,7 @@ from starlette.datastructures import QueryParams
 from engine import permissions
 from engine.actors import Actor
 from engine.model import Entity, Field
-from engine.queries import BadQuery, ListSpec
+from engine.queries import BadQuery, ListSpec, day_range, day_range_conditions
 
 RESERVED = frozenset({"q", "sort", "cursor", "before", "limit", "where"})
 EQUALITY_TYPES = frozenset({"select", "multiselect", "user", "team", "link", "boolean", "rating"})
@@ -121,15 +120,9 @@ def parse_state(params: QueryParams, entity: Entity, actor: Actor) -> ListState:
 
 
 def _range(state: ListState, params: QueryParams, name: str) -> None:
-    low, high = params.get(f"{name}.from", "").strip(), params.get(f"{name}.to", "").strip()
-    for day in (low, high):
-        if day:
-            try:
-                dt.date.fromisoformat(day)
-            except ValueError:
-                raise BadQuery(f"{name}: expected a date like 2026-02-18", {name: "invalid date"}) from None
-    if low or high:
-        state.ranges[name] = (low, high)
+    found = day_range(name, params.get(f"{name}.from", "").strip(), params.get(f"{name}.to", "").strip())
+    if found is not None:
+        state.ranges[name] = found
 
 
 def to_spec(state: ListState, entity: Entity, timezone: str) -> ListSpec:
@@ -139,15 +132,7 @@ def to_spec(state: ListState, entity: Entity, timezone: str) -> ListSpec:
     clauses: list[str] = [f"({state.where})"] if state.where else []
     for name, (low, high) in state.ranges.items():
         f = entity.field(name)
-        is_date = f is not None and f.type == "date"
-        if low:
-            bound = low if is_date else _midnight(dt.date.fromisoformat(low), tz)
-            clauses.append(f'{name} >= "{bound}"')
-        if high:
-            if is_date:
-                clauses.append(f'{name} <= "{high}"')
-            else:
-                clauses.append(f'{name} < "{_midnight(dt.date.fromisoformat(high) + dt.timedelta(days=1), tz)}"')
+        clauses += day_range_conditions(name, low, high, f is not None and f.type == "date", tz)
     filters: dict[str, object] = {}
     for name, values in state.filters.items():
         f = entity.field(name)
@@ -160,6 +145,3 @@ def to_spec(state: ListState, entity: Entity, timezone: str) -> ListSpec:
         limit=state.limit, cursor=state.cursor,
     )  # fmt: skip
 
-
-def _midnight(day: dt.date, tz: ZoneInfo) -> str:
-    return dt.datetime.combine(day, dt.time(0, 0), tzinfo=tz).isoformat()
