@@ -32,6 +32,7 @@ from engine.model import (
     Rule,
     Sla,
     State,
+    Survey,
     Template,
     Transition,
     UpdateRule,
@@ -347,7 +348,10 @@ def build_app(document: Map, source_hash: str = "") -> App:
         )
     notes = document.get("notifications") or Map()
     templates = tuple(
-        Template(name=name, loc=notes["templates"].loc_of_key(name), body=str(t.get("body", "")), subject=t.get("subject"))
+        Template(
+            name=name, loc=notes["templates"].loc_of_key(name), body=Label.of(t.get("body"), ""),
+            subject=Label.of(t["subject"], "") if t.get("subject") is not None else None, survey=_survey(t.get("survey")),
+        )  # fmt: skip
         for name, t in (notes.get("templates") or {}).items()
     )
     return App(
@@ -368,3 +372,9 @@ def build_app(document: Map, source_hash: str = "") -> App:
         ),
         source_hash=source_hash,
     )
+
+
+def _survey(node: Any) -> Survey | None:
+    if node is None:
+        return None
+    return Survey(field=node.get("field"), comment=node.get("comment"), expires=str(node.get("expires") or "14d"))

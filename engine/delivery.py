@@ -37,7 +37,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, case, select, update
 
-from engine import notifications
+from engine import notifications, settings, surveys
 from engine.channels import DeliveryError, Message, Permanent, Recipient, Sender, Session, email, http, robots
 from engine.db import write
 from engine.instance import Instance
@@ -99,13 +99,14 @@ def deliver_due(
     if not rows:
         return stats
     users = _recipients(instance, rows)
+    secret = settings.session_secret(instance.engine) if any((r["payload"] or {}).get("survey") for r in rows) else ""
     deadline = time.monotonic() + lease.total_seconds() / 2
     with Session() as session:
         for index, row in enumerate(rows):
             if time.monotonic() > deadline:
                 stats.released = release(instance, outbox, rows[index:], now)
                 break
-            outcome = _deliver(instance, session, row, users, now, max_attempts)
+            outcome = _deliver(instance, session, row, users, now, max_attempts, secret)
             setattr(stats, outcome, getattr(stats, outcome) + 1)
     return stats
 
@@ -154,17 +155,18 @@ def release(instance: Instance, outbox: Table, rows: Iterable[Mapping[str, Any]]
 
 def _deliver(
     instance: Instance, session: Session, row: dict[str, Any], users: Mapping[int, Any], now: dt.datetime,
-    max_attempts: int,
+    max_attempts: int, secret: str = "",
 ) -> str:  # fmt: skip
     """Send one claimed row and mark it; returns the Stats field it counts in."""
     outbox = instance.schema.system["kiln_outbox"]
     try:
-        message = _message(instance, row, users)
+        message = _message(instance, row, users, secret)
         if row["channel"] == IN_APP:
             user = message.need_user()
             with write(instance.engine) as conn:
                 if mark_sent(conn, outbox, row, now):
-                    notifications.add(conn, instance.schema.system["kiln_notifications"], row, user.id, now)
+                    filled = {**row, "payload": message.payload}
+                    notifications.add(conn, instance.schema.system["kiln_notifications"], filled, user.id, now)
             return "sent"
         SENDERS[row["channel"]](message, session)
     except Permanent as exc:
@@ -206,11 +208,13 @@ def _failed(
     return "failed" if final else "retried"
 
 
-def _message(instance: Instance, row: Mapping[str, Any], users: Mapping[int, Any]) -> Message:
-    """The row as a Message: its app's channel configuration and its recipient; raises Permanent
-    for what no retry can mend (an unknown app, channel or user, a deactivated user, a channel
-    the app does not configure)."""
+def _message(instance: Instance, row: Mapping[str, Any], users: Mapping[int, Any], secret: str = "") -> Message:
+    """The row as a Message: its app's channel configuration and its recipient, the link of its
+    survey filled in (engine/surveys.py); raises Permanent for what no retry can mend (an unknown
+    app, channel or user, a deactivated user, a channel the app does not configure)."""
     payload = row["payload"] or {}
+    if payload.get("survey") is not None:
+        payload = surveys.fill(payload, secret or settings.session_secret(instance.engine))
     channel = row["channel"]
     if channel != IN_APP and channel not in SENDERS:
         raise Permanent(f"unknown channel '{channel}' (known: {', '.join([IN_APP, *SENDERS])})")

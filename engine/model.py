@@ -345,11 +345,21 @@ class Dashboard:
 
 
 @dataclass(frozen=True)
+class Survey:
+    """A template's ``survey:``: where the answers of its ``{survey_url}`` link land."""
+
+    field: str | None = None  # the rating field; None: the entity's first rating field
+    comment: str | None = None  # a text field for the comment; None: the history entry's comment
+    expires: str = "14d"  # how long the link works
+
+
+@dataclass(frozen=True)
 class Template:
     name: str
     loc: Loc
-    body: str
-    subject: str | None = None
+    body: Label  # a text or one per locale, rendered in each recipient's locale
+    subject: Label | None = None
+    survey: Survey | None = None
 
 
 @dataclass(frozen=True)

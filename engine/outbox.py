@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine import assignment, audit
+from engine import assignment, audit, settings, surveys
 from engine.actors import SYSTEM
 from engine.db import Prepared
+from engine.expressions.durations import parse_duration
+from engine.model import Survey, Template
 from engine.values import to_json
 
 if TYPE_CHECKING:
@@ -149,27 +151,86 @@ def render(scope: Scope, text: str | None, view: Mapping[str, Any]) -> str | Non
     return _PLACEHOLDER.sub(fill, text)
 
 
+DEFAULT_BODY = {"zh": "{label}：{rule}", "en": "{label}: {rule}"}  # a notify without a template
+
+
 def action_notify(scope: Scope, args: Mapping[str, Any]) -> bool:
-    """One outbox row per recipient and channel; recipients resolved to user ids now."""
+    """One outbox row per recipient and channel; recipients resolved to user ids now, each
+    message rendered in its recipient's locale (their own, else the app's), and, when it uses
+    ``{survey_url}``, a survey minted per recipient (engine/surveys.py)."""
     records = scope.records
     users = assignment.recipients(scope, args.get("to"))
     channels = list(args.get("channels") or ["in_app"])
     view = _view(scope, extras=False)
     template = next((t for t in records.app.notifications.templates if t.name == args.get("template")), None)
-    label = f"{scope.entity.label} {view.get('number') or view['id']}"
-    body = template.body if template else args.get("message") or f"{label}: {scope.rule.name}"
-    payload = {
-        "kind": "notify", "rule": scope.rule.name, "template": args.get("template"),
-        "subject": render(scope, template.subject if template else label, view), "body": render(scope, body, view),
-        "record": {"id": view["id"], "number": view.get("number"), "state": view.get("state")},
-    }  # fmt: skip
+    default = records.app.locale
+    varies = _varies(scope, template, args)
+    locales = records.users.locales(scope.conn, users) if varies and users else {}
+    messages: dict[str, tuple[str | None, str | None]] = {}
+    survey = _survey(scope, template, args)
     for user_id in users:
+        locale = (locales.get(user_id) or default) if varies else default
+        if locale not in messages:
+            messages[locale] = _message(scope, template, args, view, locale)
+        subject, body = messages[locale]
+        payload: dict[str, Any] = {
+            "kind": "notify", "rule": scope.rule.name, "template": args.get("template"), "subject": subject,
+            "body": body, "locale": locale, "record": {"id": view["id"], "number": view.get("number"), "state": view.get("state")},
+        }  # fmt: skip
+        if survey is not None:
+            payload["survey"] = survey(user_id)
         for channel in channels:
             _enqueue(scope, channel, str(user_id), payload)
     names = records.users.usernames(scope.conn, users)
     comment = f"{', '.join(channels)} -> {', '.join(names.get(u, str(u)) for u in users) or 'nobody'}"
     _audit(scope, "notify", comment + (f" ({args['template']})" if args.get("template") else ""))
     return False
+
+
+def _message(
+    scope: Scope, template: Template | None, args: Mapping[str, Any], view: Mapping[str, Any], locale: str
+) -> tuple[str | None, str | None]:
+    """Subject and body in ``locale``, placeholders filled."""
+    label = f"{scope.entity.label.get(locale)} {view.get('number') or view['id']}"
+    if template is not None:
+        subject = template.subject.get(locale) if template.subject is not None else label
+        body = template.body.get(locale)
+    else:
+        subject = label
+        body = args.get("message") or DEFAULT_BODY.get(locale, DEFAULT_BODY["en"]).format(label=label, rule=scope.rule.name)
+    return render(scope, subject, view), render(scope, body, view)
+
+
+def _varies(scope: Scope, template: Template | None, args: Mapping[str, Any]) -> bool:
+    """Whether the message reads differently in some locale (else no need to read the
+    recipients' locales): a template with texts per locale, or the default message."""
+    if template is not None:
+        return len(template.body.texts) > 1 or (template.subject is not None and len(template.subject.texts) > 1) or (
+            template.subject is None and len(scope.entity.label.texts) > 1
+        )
+    return not args.get("message") or len(scope.entity.label.texts) > 1
+
+
+def _survey(scope: Scope, template: Template | None, args: Mapping[str, Any]) -> Callable[[int], int] | None:
+    """When the message uses ``{survey_url}``: a function minting the survey of a recipient."""
+    texts = [*template.body.texts, *(template.subject.texts if template.subject else ())] if template else []
+    if not surveys.uses_survey(*(t for _, t in texts), args.get("message")):
+        return None
+    field = surveys.rating_field(scope.entity, template)
+    if field is None:  # `run.py check` reports it; a definition loaded anyway sends no link
+        return None
+    config = template.survey if template is not None and template.survey is not None else Survey()
+    records = scope.records
+    secret = settings.session_secret_in(scope.conn)
+
+    def mint(user_id: int) -> int:
+        return surveys.mint(
+            scope.conn, records.schema.system[surveys.TABLE], secret, app=records.app.name, entity=scope.entity.name,
+            record_id=scope.record["id"], user_id=user_id, event_key=scope.event_key, field=field.name,
+            comment_field=config.comment, now=scope.now, expires=parse_duration(config.expires) or surveys.EXPIRES,
+        )  # fmt: skip
+
+    return mint
 
 
 def action_webhook(scope: Scope, args: Mapping[str, Any]) -> bool:

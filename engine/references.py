@@ -14,8 +14,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from engine import surveys
 from engine.errors import Loc, Problem, ProblemList, did_you_mean
-from engine.model import Action, App, Dashboard, Entity, Workflow
+from engine.model import Action, App, Dashboard, Entity, Template, Workflow
 from engine.schema_events import (
     DURATION_HELP,
     SLA_EVENTS,
@@ -387,10 +388,33 @@ class _Checker:
         template = args.get("template")
         if template is not None and template not in self.app.template_names:
             self.error(self.at((*path, "template"), loc), f"unknown template '{template}'{_hint(str(template), self.app.template_names)}")
+        found = next((t for t in self.app.notifications.templates if t.name == template), None)
+        self.survey(e, path, found, args.get("message"), loc)
         configured = {name for name, _ in self.app.notifications.channels} | {"in_app"}
         for i, channel in enumerate(args.get("channels") or ()):
             if channel not in configured:
                 self.warn(self.item((*path, "channels"), i, loc), f"channel '{channel}' is not configured under notifications.channels")
+
+    def survey(self, e: Entity, path: Path, template: Template | None, message: Any, loc: Loc) -> None:
+        """A message with ``{survey_url}`` needs a rating field on the entity (engine/surveys.py)."""
+        texts = [t for _, t in (*template.body.texts, *(template.subject.texts if template.subject else ()))] if template else []
+        if not surveys.uses_survey(*texts, message):
+            return
+        where = self.at((*path, "template" if template else "message"), loc)
+        config = template.survey if template is not None else None
+        if config is None or config.field is None:
+            if surveys.rating_field(e, None) is None:
+                self.warn(where, f"{{survey_url}} needs a rating field on entity {e.name} (type: rating) or the template's survey.field; until then the message carries no survey link")
+            return
+        field = e.field(config.field)
+        if field is None or field.type != "rating":
+            self.error(template.loc if template else where, f"survey.field '{config.field}' must be a rating field of entity {e.name}{_hint(config.field, tuple(f.name for f in e.fields if f.type == 'rating'))}")
+        if config.comment is not None:
+            comment = e.field(config.comment)
+            if comment is None or comment.type not in ("text", "textarea"):
+                self.error(template.loc if template else where, f"survey.comment '{config.comment}' must be a text or textarea field of entity {e.name}")
+        if parse_duration(config.expires) is None:
+            self.error(template.loc if template else where, f"survey.expires '{config.expires}' is not a duration (e.g. 14d, 72h)")
 
     def action_set(self, e: Entity, path: Path, args: dict, loc: Loc) -> None:
         for name in args:

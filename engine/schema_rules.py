@@ -535,7 +535,17 @@ NOTIFICATIONS: Rules = _meta(
                 "type": "dict",
                 "check_with": "names",
                 "valuesrules": _meta(
-                    {"type": "dict", "schema": {"subject": TEXT, "body": {"type": "string", "required": True}}},
+                    {
+                        "type": "dict",
+                        "schema": {
+                            "subject": LABEL,
+                            "body": {**LABEL, "required": True},
+                            "survey": _meta(
+                                {"type": "dict", "schema": {"field": NAME, "comment": NAME, "expires": DURATION}},
+                                what="survey", renamed={"rating": "field", "expiry": "expires", "expire": "expires"},
+                            ),
+                        },
+                    },
                     what="template",
                     renamed={"title": "subject", "text": "body", "content": "body", "message": "body"},
                 ),

@@ -11,7 +11,7 @@ import os
 import secrets
 from collections.abc import Callable
 
-from sqlalchemy import Engine, MetaData, select
+from sqlalchemy import Connection, Engine, MetaData, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.db import write
@@ -38,3 +38,17 @@ def get_or_create(engine: Engine, key: str, make: Callable[[], str]) -> str:
 
 def session_secret(engine: Engine) -> str:
     return os.environ.get("KILN_SECRET") or get_or_create(engine, "session_secret", lambda: secrets.token_urlsafe(48))
+
+
+def session_secret_in(conn: Connection) -> str:
+    """The same secret, read (or made) on the caller's connection, in its transaction: a
+    transaction holding SQLite's write lock cannot wait for another connection to make it."""
+    found = os.environ.get("KILN_SECRET") or conn.execute(
+        select(_settings.c.value).where(_settings.c.key == "session_secret")
+    ).scalar()
+    if found:
+        return found
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    made = secrets.token_urlsafe(48)
+    conn.execute(dialect.insert(_settings).values(key="session_secret", value=made).on_conflict_do_nothing())
+    return conn.execute(select(_settings.c.value).where(_settings.c.key == "session_secret")).scalar_one()

@@ -228,7 +228,8 @@ def system_tables(metadata: MetaData) -> dict[str, Table]:
 
 def rule_tables(metadata: MetaData) -> tuple[Table, ...]:
     """The tables of rules (engine/rules.py and its helpers): the notification outbox, the
-    round-robin cursors, system tags and marks, and the delivered in-app notifications."""
+    round-robin cursors, system tags and marks, the delivered in-app notifications and the
+    satisfaction surveys' links."""
     # One row per (event, recipient, channel): the unique key makes queuing the same notification
     # twice a no-op, so a retried change never sends twice (engine/outbox.py).
     outbox = Table(
@@ -297,7 +298,25 @@ def rule_tables(metadata: MetaData) -> tuple[Table, ...]:
         Index("ix_kiln_notifications_user", "user_id", "id"),
         Index("ix_kiln_notifications_unread", "user_id", "read_at", "id"),
     )  # fmt: skip
-    return outbox, cursors, tags, marks, notifications
+    # One row per satisfaction-survey link (engine/surveys.py), per (event, recipient), minted
+    # with the notification that carries it; the link's token is never stored, only its SHA-256.
+    surveys = Table(
+        "kiln_surveys", metadata,
+        Column("id", IdType, primary_key=True, autoincrement=True),
+        Column("app", String(64), nullable=False),
+        Column("entity", String(64), nullable=False),
+        Column("record_id", BigInteger, nullable=False),
+        Column("user_id", BigInteger, nullable=False),
+        Column("event_key", String(300), nullable=False),
+        Column("field", String(64), nullable=False),
+        Column("comment_field", String(64), nullable=True),
+        Column("token_hash", String(64), nullable=True),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("expires_at", UTCDateTime, nullable=False),
+        Column("used_at", UTCDateTime, nullable=True),
+        UniqueConstraint("event_key", "user_id", name="uq_kiln_surveys_event"),
+    )  # fmt: skip
+    return outbox, cursors, tags, marks, notifications, surveys
 
 
 def time_tables(metadata: MetaData) -> tuple[Table, ...]:

@@ -40,6 +40,14 @@ class UserDirectory:
             )
         return {n: self._ids[n] for n in wanted if n in self._ids}
 
+    def locales(self, conn: Connection, ids: Iterable[int]) -> dict[int, str | None]:
+        """Each user's own locale (None: not chosen); read every time, as users change it."""
+        wanted = [i for i in set(ids) if i is not None]
+        if not wanted:
+            return {}
+        query = select(self.users.c.id, self.users.c.locale).where(self.users.c.id.in_(wanted))
+        return {user_id: locale for user_id, locale in conn.execute(query)}
+
     def all_have_role(self, conn: Connection, user_ids: list[int], app: str, role: str) -> bool:
         wanted = set(user_ids)
         found = conn.execute(

@@ -134,7 +134,11 @@ def test_pack_compiles_with_the_scenario_fields_and_workflow(definitions: Path):
     packs.install(APP, definitions)
     app = compile_definitions(definitions).app(APP).app
     ticket = app.entity("ticket")
-    assert len(ticket.fields) == 12  # S15: 12 standard fields
+    assert len(ticket.fields) == 13  # S15: 12 standard fields, and S6's satisfaction rating
+    satisfaction = ticket.field("satisfaction")
+    assert satisfaction.type == "rating" and satisfaction.max == 5 and satisfaction.label.get("zh") == "满意度"
+    survey = next(r for r in ticket.rules if r.name == "满意度回访")  # S6: closing sends the survey
+    assert survey.on == "entered(closed)" and survey.actions[0].args["template"] == "csat_survey"
     assert ticket.number == "GD{created:%Y%m%d}-{seq:4}"
     labels = {f.name: f.label.get("zh") for f in ticket.fields}
     assert labels["remarks"] == "备注" and labels["photos"] == "现场照片" and labels["assignee"] == "处理人"

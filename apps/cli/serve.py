@@ -87,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
         instance.close()
         return fail(str(exc))
     url = f"http://{args.host}:{args.port}/"
+    # The survey links in notifications (engine/surveys.py) point here unless KILN_BASE_URL says
+    # where users reach this server (a proxy, a domain name): it is read by every process.
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    os.environ.setdefault("KILN_BASE_URL", f"http://{shown}:{args.port}")
     print(f"Kiln is serving {url}  (stop with Ctrl+C)", flush=True)
     if args.first_run:
         print(f"log in at {url}login as {ADMIN}, or as a demo user", flush=True)

@@ -24,7 +24,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from apps import api
-from apps.web import admin, auth, i18n, notifications, outbox, pages, security, views
+from apps.web import admin, auth, i18n, notifications, outbox, pages, security, survey, views
 from engine import settings
 from engine.instance import Instance
 
@@ -45,6 +45,7 @@ def templates() -> Jinja2Templates:
     env.globals["current_user"] = security.current_user
     env.globals["user_apps"] = security.user_apps
     env.globals["unread_count"] = notifications.unread_count
+    env.filters["linkify"] = notifications.linkify
     i18n.install(env)  # _, gettext, current_locale, label, locales
     return Jinja2Templates(env=env)
 
@@ -56,6 +57,7 @@ def routes() -> list[BaseRoute]:
         *admin.routes(),
         *notifications.routes(),
         *outbox.routes(),
+        *survey.routes(),
         Mount("/api/v1", routes=api.routes(), name="api"),
         Mount("/static", app=StaticFiles(directory=STATIC, check_dir=False), name="static"),
         *pages.routes(),
