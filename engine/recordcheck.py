@@ -22,6 +22,7 @@ from engine.actors import Actor
 from engine.db import Prepared
 from engine.errors import ValidationFailed
 from engine.expressions import Compiled, EvalContext, SqlContext
+from engine.expressions.counts import CountStatement, count_statement
 from engine.messages import Msg
 from engine.model import Entity, Expr, Field
 from engine.tables import COMPUTED_SCALE
@@ -42,6 +43,8 @@ def _pattern(text: str) -> re.Pattern[str]:
 class RecordChecker:
     def __init__(self, records: Records) -> None:
         self.records = records
+        # Prepared counts by (entity, condition, window); the condition is kept alive as the key.
+        self._counts: dict[tuple[str, Compiled, float | None], CountStatement | None] = {}
 
     # -- expressions ---------------------------------------------------------------------------
 
@@ -58,6 +61,9 @@ class RecordChecker:
         def count(entity_name: str, condition: Compiled, within: float | None, this: Mapping[str, Any]) -> int:
             target = records.entity(entity_name)
             table = records.tables(target).main
+            prepared = self.count_statement(target, table, condition, within)
+            if prepared is not None:
+                return prepared.run(conn, this, now)
             sql = SqlContext(records.schema, records.app, target, now, actor, table=table, this_values=this)
             query = select(func.count()).select_from(table).where(condition.clause(sql))
             if within is not None:
@@ -67,6 +73,14 @@ class RecordChecker:
         return EvalContext(
             record=record, app=records.app, entity=entity, now=now, user=actor, previous=previous, load=load, count=count
         )
+
+    def count_statement(self, target: Entity, table: Table, condition: Compiled, within: float | None) -> CountStatement | None:
+        """The prepared form of a ``count(...)`` condition, made once per app (None: built per call)."""
+        key = (target.name, condition, within)
+        if key not in self._counts:
+            sql = SqlContext(self.records.schema, self.records.app, target, dt.datetime.now(dt.UTC), None, table=table)
+            self._counts[key] = count_statement(sql, condition, within)
+        return self._counts[key]
 
     def evaluate(self, expr: Expr, ctx: EvalContext) -> Any:
         return self.records.expr(expr).evaluate(ctx)

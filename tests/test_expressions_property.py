@@ -21,6 +21,7 @@ from engine.builder import build_app
 from engine.db import connect
 from engine.errors import Loc
 from engine.expressions import EvalContext, SqlContext, compile_expression
+from engine.expressions.counts import count_statement, preparable
 from engine.source import parse_yaml
 from engine.tables import build_schema
 
@@ -177,7 +178,7 @@ def test_python_and_sql_agree(db_url: str) -> None:
     schema = build_schema([app])
     engine = connect(db_url)
     schema.metadata.create_all(engine)
-    items, groups = schema.entity("prop", "item"), schema.entity("prop", "group")
+    items = schema.entity("prop", "item")
 
     @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
     @given(
@@ -187,35 +188,8 @@ def test_python_and_sql_agree(db_url: str) -> None:
         user=st.sampled_from(USERS),
     )
     def check(item_values: list[dict], group_list: list[dict], sources: list[str], user: Actor | None) -> None:
-        records = _rows(item_values)
-        for row, values in zip(records, item_values, strict=True):
-            row["tags"] = values["tags"]
-        group_rows = [{"id": i, "created_at": NOW, "updated_at": NOW, "version": 1, **g} for i, g in enumerate(group_list, 1)]
-        with engine.begin() as conn:
-            for table in (items.children["tags"], groups.children["tags"], items.main, groups.main):
-                conn.execute(delete(table))
-            conn.execute(insert(groups.main), [{k: v for k, v in g.items() if k != "tags"} for g in group_rows])
-            conn.execute(insert(items.main), [{k: v for k, v in r.items() if k != "tags"} for r in records])
-            tag_rows = [{"record_id": r["id"], "position": p, "value": t} for r in records for p, t in enumerate(r["tags"])]
-            group_tag_rows = [{"record_id": g["id"], "position": p, "value": t} for g in group_rows for p, t in enumerate(g["tags"])]
-            if tag_rows:
-                conn.execute(insert(items.children["tags"]), tag_rows)
-            if group_tag_rows:
-                conn.execute(insert(groups.children["tags"]), group_tag_rows)
-        by_entity = {"item": {r["id"]: r for r in records}, "group": {g["id"]: g for g in group_rows}}
-
-        def load(entity: str, record_id: Any) -> dict | None:
-            return by_entity[entity].get(record_id)
-
-        def count(entity: str, inner: Any, within: float | None, this: Any) -> int:
-            found = 0
-            for candidate in by_entity[entity].values():
-                if within is not None and candidate["created_at"] < NOW - dt.timedelta(seconds=within):
-                    continue
-                ctx = EvalContext(record=candidate, app=app, entity=app.entity(entity), now=NOW, user=user, load=load, this=this)
-                found += inner.evaluate(ctx) is True
-            return found
-
+        records, by_entity = _store(engine, schema, item_values, group_list)
+        load, count = _python_counter(app, by_entity, user)
         for source in sources:
             compiled = compile_expression(source, Loc("app.yaml", 1, 1), app, item)
             expected = set()
@@ -235,3 +209,91 @@ def test_python_and_sql_agree(db_url: str) -> None:
         check()
     finally:
         engine.dispose()
+
+
+# Inner conditions of count(...) that read the outer record: what rules' counts look like (S14).
+THIS_ATOMS = [
+    "kind == this.kind", "group == this.group", "qty > this.qty", "title == this.title", "day == this.day",
+    "at < this.at", "owner == this.owner", "team == this.team", "flag == this.flag", "price <= this.price",
+    "group.lead == this.group", "this.qty != null and qty > this.qty", 'contains(title, this.title)',
+    "slot == this.slot", "kind != this.kind or this.kind == null",
+]  # fmt: skip
+
+
+def test_prepared_counts_agree_with_python(db_url: str) -> None:
+    """A count(...) of a rule's condition is compiled once to a statement whose parameters are
+    the outer record's values (engine/expressions/counts.py): for every record as ``this`` it
+    counts what the Python evaluator counts, nulls included."""
+    app = build_app(parse_yaml(APP, "app.yaml"))
+    item = app.entity("item")
+    schema = build_schema([app])
+    engine = connect(db_url)
+    schema.metadata.create_all(engine)
+    table = schema.entity("prop", "item").main
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        item_values=st.lists(record_values, min_size=15, max_size=25),
+        group_list=st.lists(group_values, min_size=3, max_size=3),
+        inner=st.tuples(st.sampled_from(THIS_ATOMS), st.sampled_from(["and", "or"]), conditions),
+        within=st.sampled_from(["", ', within="1d"', ', within="2h"']),
+    )
+    def check(item_values: list[dict], group_list: list[dict], inner: tuple[str, str, str], within: str) -> None:
+        records, by_entity = _store(engine, schema, item_values, group_list)
+        _, count = _python_counter(app, by_entity, None)
+        source = f"count(item, ({inner[0]}) {inner[1]} ({inner[2]}){within}) >= 0"
+        node = compile_expression(source, Loc("app.yaml", 1, 1), app, item).root.left
+        seconds = node.within.total_seconds() if node.within is not None else None
+        prepared = count_statement(SqlContext(schema, app, item, NOW, None, table=table), node.inner, seconds)
+        if prepared is None:  # reads now(), the user or a multi-valued this.field: built per call
+            assert not preparable(node.inner)
+            return
+        with engine.connect() as conn:
+            for record in records:
+                expected = count("item", node.inner, seconds, record)
+                assert prepared.run(conn, record, NOW) == expected, f"{source} for this = item {record['id']}"
+
+    try:
+        check()
+    finally:
+        engine.dispose()
+
+
+def _store(engine: Any, schema: Any, item_values: list[dict], group_list: list[dict]) -> tuple[list[dict], dict]:
+    """The drawn records written to the tables (replacing the last example's); the item rows and
+    every row by entity and id."""
+    items, groups = schema.entity("prop", "item"), schema.entity("prop", "group")
+    records = _rows(item_values)
+    for row, values in zip(records, item_values, strict=True):
+        row["tags"] = values["tags"]
+    group_rows = [{"id": i, "created_at": NOW, "updated_at": NOW, "version": 1, **g} for i, g in enumerate(group_list, 1)]
+    with engine.begin() as conn:
+        for table in (items.children["tags"], groups.children["tags"], items.main, groups.main):
+            conn.execute(delete(table))
+        conn.execute(insert(groups.main), [{k: v for k, v in g.items() if k != "tags"} for g in group_rows])
+        conn.execute(insert(items.main), [{k: v for k, v in r.items() if k != "tags"} for r in records])
+        tag_rows = [{"record_id": r["id"], "position": p, "value": t} for r in records for p, t in enumerate(r["tags"])]
+        group_tag_rows = [{"record_id": g["id"], "position": p, "value": t} for g in group_rows for p, t in enumerate(g["tags"])]
+        if tag_rows:
+            conn.execute(insert(items.children["tags"]), tag_rows)
+        if group_tag_rows:
+            conn.execute(insert(groups.children["tags"]), group_tag_rows)
+    return records, {"item": {r["id"]: r for r in records}, "group": {g["id"]: g for g in group_rows}}
+
+
+def _python_counter(app: Any, by_entity: dict, user: Actor | None) -> tuple[Any, Any]:
+    """``load`` and ``count`` of an EvalContext answered from the rows in memory."""
+
+    def load(entity: str, record_id: Any) -> dict | None:
+        return by_entity[entity].get(record_id)
+
+    def count(entity: str, inner: Any, within: float | None, this: Any) -> int:
+        found = 0
+        for candidate in by_entity[entity].values():
+            if within is not None and candidate["created_at"] < NOW - dt.timedelta(seconds=within):
+                continue
+            ctx = EvalContext(record=candidate, app=app, entity=app.entity(entity), now=NOW, user=user, load=load, this=this)
+            found += inner.evaluate(ctx) is True
+        return found
+
+    return load, count

@@ -155,3 +155,26 @@ def kiln_local(stored: str | None, tz: str) -> str | None:
 def _register_sqlite_functions(dbapi_connection: Any, _record: Any) -> None:
     if isinstance(dbapi_connection, sqlite3.Connection):
         dbapi_connection.create_function("kiln_local", 2, kiln_local, deterministic=True)
+
+
+class TypedParameter(FunctionElement):
+    """A statement parameter whose SQL type PostgreSQL is told: a prepared count's ``this.x``
+    may be null, and ``$1 IS NOT NULL`` alone leaves its type unknown there. SQLite needs no
+    cast (and would give a date's text numeric affinity with one)."""
+
+    inherit_cache = True
+
+    def __init__(self, param: Any) -> None:
+        super().__init__(param)
+        self.type = param.type
+
+
+@compiles(TypedParameter)
+def _typed_pg(element: TypedParameter, compiler: Any, **kw: Any) -> str:
+    sql_type = compiler.dialect.type_compiler_instance.process(element.type)
+    return f"CAST({compiler.process(element.clauses, **kw)} AS {sql_type})"
+
+
+@compiles(TypedParameter, "sqlite")
+def _typed_sqlite(element: TypedParameter, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)

@@ -37,6 +37,7 @@ from sqlalchemy.types import TypeDecorator
 from engine.db import UTCDateTime
 
 from .compiled import Compiled, EvalContext, SqlContext
+from .counts import ThisParameters
 from .dialect import Contains, Epoch, EpochDate, FromEpoch, LocalDate, LocalText, TimeText
 from .evaluate import Evaluator, normalise, seconds
 from .nodes import (
@@ -248,6 +249,8 @@ class SqlCompiler:
             raise ValueError("this.<field> needs SqlContext.this_values (the outer record)")
         if isinstance(self.this, Mapping):
             return bind(normalise(self.this.get(name), type_), type_)
+        if isinstance(self.this, ThisParameters):  # a prepared count: the value comes per call
+            return self.this.param(name, type_)
         return self.this.c[name]
 
     def follow(self, start: ColumnElement, node: FieldRef) -> ColumnElement:
