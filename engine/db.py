@@ -198,17 +198,7 @@ class Prepared:
 
     def execute(self, conn: Connection, params: dict[str, Any]) -> PreparedResult:
         compiled, processors = self._for(conn)
-        if compiled.positional and all(k in params for k in compiled.positiontup):
-            # Every parameter given (the hot inserts): straight into the driver's tuple.
-            arguments: Any = tuple(
-                params[k] if params[k] is None or k not in processors else processors[k](params[k]) for k in compiled.positiontup
-            )
-        else:
-            values = compiled.construct_params(params)
-            for key, process in processors.items():
-                if key in values and values[key] is not None:
-                    values[key] = process(values[key])
-            arguments = tuple(values[k] for k in compiled.positiontup) if compiled.positional else values
+        arguments = self._arguments(compiled, processors, params)
         cursor = conn.connection.dbapi_connection.cursor()  # the connection's own transaction
         try:
             cursor.execute(compiled.string, arguments)
@@ -220,6 +210,33 @@ class Prepared:
             raise DBAPIError.instance(compiled.string, arguments, exc, conn.dialect.loaded_dbapi.Error) from exc
         finally:
             cursor.close()
+
+    def execute_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """The statement once per parameter set, in one driver call (child rows, audit entries)."""
+        if not rows:
+            return
+        compiled, processors = self._for(conn)
+        arguments = [self._arguments(compiled, processors, params) for params in rows]
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            cursor.executemany(compiled.string, arguments)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(compiled.string, arguments, exc, conn.dialect.loaded_dbapi.Error) from exc
+        finally:
+            cursor.close()
+
+    @staticmethod
+    def _arguments(compiled: Any, processors: dict[str, Any], params: dict[str, Any]) -> Any:
+        if compiled.positional and all(k in params for k in compiled.positiontup):
+            # Every parameter given (the hot inserts): straight into the driver's tuple.
+            return tuple(
+                params[k] if params[k] is None or k not in processors else processors[k](params[k]) for k in compiled.positiontup
+            )
+        values = compiled.construct_params(params)
+        for key, process in processors.items():
+            if key in values and values[key] is not None:
+                values[key] = process(values[key])
+        return tuple(values[k] for k in compiled.positiontup) if compiled.positional else values
 
 
 class PreparedResult:

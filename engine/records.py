@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from engine import approvals, audit, outbox, permissions, queries, rules, sla, tags
@@ -290,12 +290,8 @@ class Records:
         record["updated_at"] = now
         tables = self.tables(entity)
         values = {f.name: record[f.name] for f in changed if not f.is_multi}
-        result = conn.execute(
-            update(tables.main)
-            .where(tables.main.c.id == record_id, tables.main.c.version == before["version"])
-            .values(**values, **system_values, version=record["version"], updated_at=now)
-        )
-        if result.rowcount != 1:  # a concurrent writer got there first (SQLite has no row lock)
+        written = _write_row(conn, tables.main, record_id, before["version"], {**values, **system_values, "version": record["version"], "updated_at": now})
+        if written != 1:  # a concurrent writer got there first (SQLite has no row lock)
             raise StaleVersion(f"{entity.name} {record_id} was changed by someone else; reload and try again")
         self._write_children(conn, tables, record, [f for f in changed if f.is_multi], replace=True)
         names = (["state"] if move_to is not None else []) + [f.name for f in changed]
@@ -329,12 +325,9 @@ class Records:
         self.checker.validate(conn, entity, record, before, actor, now)
         record = {**record, "version": before["version"] + 1, "updated_at": now}
         tables = self.tables(entity)
-        result = conn.execute(
-            update(tables.main)
-            .where(tables.main.c.id == record["id"], tables.main.c.version == before["version"])
-            .values(**{f.name: record[f.name] for f in changed if not f.is_multi}, version=record["version"], updated_at=now)
-        )
-        if result.rowcount != 1:
+        values = {f.name: record[f.name] for f in changed if not f.is_multi}
+        written = _write_row(conn, tables.main, record["id"], before["version"], {**values, "version": record["version"], "updated_at": now})
+        if written != 1:
             raise StaleVersion(f"{entity.name} {record['id']} was changed by someone else; reload and try again")
         self._write_children(conn, tables, record, [f for f in changed if f.is_multi], replace=True)
         return self.after_change(conn, Change(entity, before, record, actor, now)) or record
@@ -387,12 +380,11 @@ class Records:
         for f in fields:
             if not f.is_multi:
                 continue
-            child = tables.children[f.name]
+            remove, add = _child_rows(tables.children[f.name])
             if replace:
-                conn.execute(delete(child).where(child.c.record_id == record["id"]))
+                remove.execute(conn, {"k_record": record["id"]})
             values = record.get(f.name) or []
-            if values:
-                conn.execute(insert(child), [{"record_id": record["id"], "position": i, "value": v} for i, v in enumerate(values)])
+            add.execute_many(conn, [{"record_id": record["id"], "position": i, "value": v} for i, v in enumerate(values)])
 
     def _audited_fields(self, entity: Entity) -> list[str]:
         return ["number", "state", *[f.name for f in entity.fields]]
@@ -416,6 +408,33 @@ class Records:
 def _insert_row(table: Table) -> Prepared:
     """The INSERT of a whole main-table row, compiled once per table (the create hot path)."""
     return Prepared(insert(table).returning(table.c.id), [c.name for c in table.columns if c.name != "id"])
+
+
+def _write_row(conn: Connection, table: Table, record_id: int, version: int, values: dict[str, Any]) -> int:
+    """Set ``values`` on the row if it is still at ``version`` (the version check); the rows
+    written, 0 when a concurrent writer got there first."""
+    columns = tuple(values)
+    params = {f"v_{name}": value for name, value in values.items()}
+    params.update(k_id=record_id, k_version=version)
+    return _update_row(table, columns).execute(conn, params).rowcount
+
+
+@functools.lru_cache(maxsize=4096)
+def _update_row(table: Table, columns: tuple[str, ...]) -> Prepared:
+    """The UPDATE of some columns of one row, compiled once per table and column list (the
+    update and rule paths write a few columns of one row, again and again)."""
+    return Prepared(
+        update(table)
+        .where(table.c.id == bindparam("k_id"), table.c.version == bindparam("k_version"))
+        .values({name: bindparam(f"v_{name}", type_=table.c[name].type) for name in columns})
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _child_rows(child: Table) -> tuple[Prepared, Prepared]:
+    """The DELETE of a record's values in a multi-valued field's table, and the INSERT of one."""
+    remove = Prepared(delete(child).where(child.c.record_id == bindparam("k_record")))
+    return remove, Prepared(insert(child), ["record_id", "position", "value"])
 
 
 def _as_list(value: Any) -> list[Any]:
