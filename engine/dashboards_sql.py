@@ -16,7 +16,9 @@ import math
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy import Column, Numeric, and_, case, func, literal, or_, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from engine import exports, kpis
 from engine.actors import Actor
@@ -35,6 +37,28 @@ UNIT = {"count": "count", "sum": "number", "avg": "number", "ratio": "ratio", "a
         "percentile_duration": "seconds", "top": "count", "trend": "count", "breaches": "count", "list": "count"}  # fmt: skip
 BUCKETS = {"hour": 3600, "day": 86400, "week": 7 * 86400, "month": 30 * 86400}
 DEFAULT_LAST = {"hour": "24h", "day": "30d", "week": "84d", "month": "365d"}
+
+
+class Seconds(FunctionElement):
+    """``to - from`` in seconds, of two datetimes: the difference of their epoch seconds
+    (:class:`Epoch`), which SQLite reads as a difference of Julian days: its ``julianday``
+    holds whole milliseconds, as the rounded epoch does, and a ``round`` per row would cost
+    three times the rest of an average over many records."""
+
+    type = Numeric()
+    inherit_cache = True
+
+
+@compiles(Seconds)
+def _seconds(element: Seconds, compiler: Any, **kw: Any) -> str:
+    end, start = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(EXTRACT(EPOCH FROM {end}) - EXTRACT(EPOCH FROM {start}))"
+
+
+@compiles(Seconds, "sqlite")
+def _seconds_sqlite(element: Seconds, compiler: Any, **kw: Any) -> str:
+    end, start = (compiler.process(c, **kw) for c in element.clauses)
+    return f"((julianday({end}) - julianday({start})) * 86400.0)"
 
 
 class CardQuery:
@@ -62,10 +86,37 @@ class CardQuery:
         hidden = hidden_hop(self.records, self.entity, path, self.actor)
         if hidden:
             raise BadQuery(f"this card reads {hidden}, which your role does not see", {"card": "hidden field"})
-        if "." not in path and path in self.table.c:
-            return self.table.c[path]
-        compiled = compile_expression(path, Loc("card", 1, 1), self.records.app, self.entity, expect=None)
-        return compiled.clause(SqlContext(self.records.schema, self.records.app, self.entity, self.now, self.actor))
+        return self._path_value(self.entity, path)
+
+    def _path_value(self, entity: Entity, path: str) -> Any:
+        table = self.records.tables(entity).main
+        if "." not in path and path in table.c:
+            return table.c[path]
+        compiled = compile_expression(path, Loc("card", 1, 1), self.records.app, entity, expect=None)
+        return compiled.clause(SqlContext(self.records.schema, self.records.app, entity, self.now, self.actor))
+
+    def through_link(self, path: str) -> tuple[str, Entity, str] | None:
+        """``device.line`` -> (``device``, the device entity, ``line``): a path that starts with a
+        link of the card's entity, which a card groups by the link's id (no lookup per record)
+        and then names by one query on the linked table."""
+        first, dot, rest = path.partition(".")
+        f = self.entity.field(first)
+        if not dot or f is None or f.type != "link" or f.is_multi or not f.entity or first not in self.table.c:
+            return None
+        return first, self.records.entity(f.entity), rest
+
+    def linked_values(self, target: Entity, rest: str, ids: list[Any]) -> dict[Any, Any]:
+        """The value of ``rest`` on each of the linked records ``ids``, read as the correlated
+        subquery of :meth:`value` reads it (no row scope on the linked table: the list's
+        ``device.line == "a"`` does not apply one either)."""
+        table = self.records.tables(target).main
+        column = self._path_value(target, rest)
+        found: dict[Any, Any] = {}
+        keys = [i for i in ids if i is not None]
+        for start in range(0, len(keys), 5000):
+            chunk = keys[start : start + 5000]
+            found.update((r[0], r[1]) for r in self.conn.execute(select(table.c.id, column).where(table.c.id.in_(chunk))))
+        return found
 
     def info(self, path: str) -> PathInfo:
         from engine.dashboards import resolve
@@ -78,7 +129,10 @@ class CardQuery:
     def duration(self, card: Card) -> tuple[Any, str]:
         """Seconds from ``from`` to ``to``, and the condition that both are there."""
         start, end = str(card.option("from")), str(card.option("to"))
-        seconds = Epoch(self.value(end)) - Epoch(self.value(start))
+        if all(self.info(p).type == "datetime" for p in (start, end)):
+            seconds = Seconds(self.value(end), self.value(start))
+        else:
+            seconds = Epoch(self.value(end)) - Epoch(self.value(start))
         present = " and ".join(f"not is_empty({p})" for p in (start, end) if p not in ("created_at", "updated_at"))
         return seconds, present
 
@@ -87,11 +141,40 @@ class CardQuery:
 
     # -- groups --------------------------------------------------------------------------------
 
-    def grouped(self, card: Card, figure: Figure, *aggregates: Any, drill: Drill | None = None) -> list[tuple[Any, ...]]:
-        """Rows of (group key, aggregates...) for the card's ``group_by``."""
-        path = str(card.option("group_by"))
-        key = self.value(path).label("g")
-        return [tuple(r) for r in self.conn.execute(self.select(drill or figure.drill, key, *aggregates).group_by(key))]
+    def aggregate(self, card: Card, drill: Drill, *aggregates: Aggregate) -> tuple[list[tuple[Any, ...]], list[Any]]:
+        """The card's ``aggregates`` (``count`` | ``sum`` | ``avg`` of a column, None for
+        ``count(*)``) over the drill's records, and with a ``group_by`` the rows of (group key,
+        aggregates...) too, in one read: the whole is the groups merged (an average as its sum
+        and count). A path through a link is grouped by the link's id and merged per value of
+        the linked field (one small read of the linked table, no lookup per record)."""
+        columns = [c for kind, column in aggregates for c in _partial_sql(kind, column)]
+        path = card.option("group_by")
+        if not path:
+            return [], _merge(aggregates, [tuple(self.conn.execute(self.select(drill, *columns)).one())])
+        linked = self.through_link(str(path))
+        if linked is None:
+            key = self._group_key(self.value(str(path)), drill).label("g")
+            rows = [(r[0], tuple(r[1:])) for r in self.conn.execute(self.select(drill, key, *columns).group_by(key))]
+        else:
+            self.value(str(path))  # the hidden-field check of the whole path
+            link, target, rest = linked
+            key = self._group_key(self.table.c[link], drill).label("g")
+            found = self.conn.execute(self.select(drill, key, *columns).group_by(key)).all()
+            names = self.linked_values(target, rest, [r[0] for r in found])
+            rows = [(names.get(r[0]), tuple(r[1:])) for r in found]
+        merged: dict[Any, list[tuple[Any, ...]]] = {}
+        for k, parts in rows:
+            merged.setdefault(k, []).append(parts)
+        return [(k, *_merge(aggregates, parts)) for k, parts in merged.items()], _merge(aggregates, [p for _, p in rows])
+
+    def _group_key(self, key: Any, drill: Drill) -> Any:
+        """On SQLite, a column grouped over some of the rows as an expression: SQLite would
+        otherwise read the whole (column, id) index in group order, a row lookup each, rather
+        than the range of the card's where, then sort a few groups (over every row, that index
+        order is the right plan, and it is kept)."""
+        if self.conn.dialect.name == "sqlite" and (drill.where or drill.filters) and isinstance(key, Column):
+            return func.coalesce(key, key)
+        return key
 
     def group_points(self, card: Card, figure: Figure, rows: list[tuple[Any, Any]], extra: Any = None, keep: bool = False) -> list:
         """Points for (key, value) rows: labelled, with the drill of each group, in option order
@@ -160,49 +243,48 @@ class CardQuery:
     # -- card types ----------------------------------------------------------------------------
 
     def card_count(self, card: Card, figure: Figure) -> None:
-        figure.value = self.conn.execute(self.select(figure.drill, func.count())).scalar_one()
+        rows, (figure.value,) = self.aggregate(card, figure.drill, ("count", None))
         if card.option("group_by"):
-            figure.groups = self.group_points(card, figure, self.grouped(card, figure, func.count()))
+            figure.groups = self.group_points(card, figure, rows)
 
     def card_sum(self, card: Card, figure: Figure) -> None:
-        self._aggregate(card, figure, func.sum, average=False)
+        self._aggregate(card, figure, average=False)
 
     def card_avg(self, card: Card, figure: Figure) -> None:
-        self._aggregate(card, figure, func.avg, average=True)
+        self._aggregate(card, figure, average=True)
 
-    def _aggregate(self, card: Card, figure: Figure, fn: Any, average: bool) -> None:
+    def _aggregate(self, card: Card, figure: Figure, average: bool) -> None:
         path = str(card.option("field"))
         column = self.value(path)
         if average:  # the records averaged: those with a value
             figure.drill = figure.drill.and_where(f"not is_empty({path})")
-        n, value = self.conn.execute(self.select(figure.drill, func.count(column), fn(column))).one()
+        rows, (value, n) = self.aggregate(card, figure.drill, ("avg" if average else "sum", column), ("count", column))
         figure.value, figure.extra["n"] = _number(value if n else (None if average else 0)), n
         if card.option("group_by"):
-            rows = self.grouped(card, figure, fn(column), func.count(column))
             figure.groups = self.group_points(card, figure, [(r[0], _number(r[1])) for r in rows])
 
     def card_ratio(self, card: Card, figure: Figure) -> None:
         base = figure.drill
         numerator = str(card.option("numerator"))
         hit = base.with_filter("reopened", ["no"]) if numerator == "not_reopened" else base.and_where(numerator)
-        total = self.conn.execute(self.select(base, func.count())).scalar_one()
-        hits = self.conn.execute(self.select(hit, func.count())).scalar_one()
+        totals, (total,) = self.aggregate(card, base, ("count", None))
+        hits_by, (hits,) = self.aggregate(card, hit, ("count", None))
         figure.value = round(hits / total, 6) if total else None
         figure.extra.update(numerator=hits, denominator=total, numerator_list=hit)
         if card.option("group_by"):
-            totals = dict(self.grouped(card, figure, func.count()))
-            hits_by = dict(self.grouped(card, figure, func.count(), drill=hit))
-            rows = [(k, round(hits_by.get(k, 0) / n, 6) if n else None, hits_by.get(k, 0), n) for k, n in totals.items()]
+            found = dict(hits_by)
+            rows = [(k, round(found.get(k, 0) / n, 6) if n else None, found.get(k, 0), n) for k, n in totals]
             figure.groups = self.group_points(card, figure, rows, extra=lambda r: {"numerator": r[2], "denominator": r[3]})
 
     def card_avg_duration(self, card: Card, figure: Figure) -> None:
         seconds, present = self.duration(card)
         figure.drill = figure.drill.and_where(present)
-        n, value = self.conn.execute(self.select(figure.drill, func.count(), func.avg(seconds))).one()
-        figure.value, figure.extra["n"] = _seconds(value) if n else None, n
+        # both ends are there (``present``): the sum over the count is the mean, one duration a row
+        rows, (total, n) = self.aggregate(card, figure.drill, ("sum", seconds), ("count", None))
+        figure.value, figure.extra["n"] = _seconds(total / n) if n else None, n
         if card.option("group_by"):
-            rows = self.grouped(card, figure, func.avg(seconds), func.count())
-            figure.groups = self.group_points(card, figure, [(r[0], _seconds(r[1]), r[2]) for r in rows], extra=lambda r: {"n": r[2]})
+            points = [(r[0], _seconds(r[1] / r[2]) if r[2] else None, r[2]) for r in rows]
+            figure.groups = self.group_points(card, figure, points, extra=lambda r: {"n": r[2]})
 
     def card_percentile_duration(self, card: Card, figure: Figure) -> None:
         p = int(card.option("percentile", 90))
@@ -230,6 +312,11 @@ class CardQuery:
         limit = int(card.option("limit", 10))
         path = str(card.option("group_by"))
         key = self.value(path)
+        if self.through_link(path) is not None:  # counted per link, merged per linked value
+            found, (figure.value,) = self.aggregate(card, figure.drill, ("count", None))
+            rows = sorted((r for r in found if r[0] is not None), key=lambda r: (-r[1], r[0]))
+            figure.groups = self.group_points(card, figure, rows[:limit], keep=True)
+            return
         if self.conn.dialect.name == "sqlite" and "." not in path:
             # an expression, not the column: SQLite would otherwise read the whole (column, id)
             # index in group order rather than the range of the card's where, then sort a few groups
@@ -267,32 +354,32 @@ class CardQuery:
                          for b, v, d in zip(bounds, values, drills, strict=False)]  # fmt: skip
         figure.value = values[-1] if metric == "open_count" else sum(values)
 
-    def _bucket_index(self, column: Any, bounds: list[dt.datetime]) -> Any:
-        """The bucket of a timestamp: -1 before the first bound, i inside bucket i, NULL after."""
-        whens = [(column < bounds[0], -1)] + [(column < b, i) for i, b in enumerate(bounds[1:])]
-        return case(*whens, else_=None)
-
-    def _counts(self, drill: Drill, column: Any, bounds: list[dt.datetime], since: bool = True) -> dict[int, int]:
-        index = self._bucket_index(column, bounds).label("b")
-        query = self.select(drill, index, func.count()).where(column.is_not(None), column < bounds[-1])
-        if since:
-            query = query.where(column >= bounds[0])
-        return {int(b): n for b, n in self.conn.execute(query.group_by(index)) if b is not None}
+    def _range_counts(self, drill: Drill, column: Any, edges: list[dt.datetime], open_end: bool = False) -> list[int]:
+        """The drill's records with ``column`` in each ``[edges[i], edges[i + 1])`` (and, with
+        ``open_end``, one more count from the last edge on): one statement of a count per range,
+        each an index range of its own, where grouping by a computed bucket would sort every row."""
+        count = self.select(drill, func.count())
+        ranges = [count.where(column >= a, column < b) for a, b in zip(edges, edges[1:], strict=False)]
+        if open_end:
+            ranges.append(count.where(column >= edges[-1]))
+        if not ranges:
+            return []
+        return list(self.conn.execute(select(*(r.scalar_subquery() for r in ranges))).one())
 
     def _finals(self) -> list[str]:
         return kpis.final_states(self.entity)
 
     def trend_created_count(self, base: Drill, bounds: list[dt.datetime]) -> tuple[list[int], list[Drill]]:
-        counts = self._counts(base, self.table.c.created_at, bounds)
+        counts = self._range_counts(base, self.table.c.created_at, bounds)
         drills = [base.and_where(f'created_at >= "{_iso(a)}" and created_at < "{_iso(b)}"') for a, b in zip(bounds, bounds[1:], strict=False)]
-        return [counts.get(i, 0) for i in range(len(bounds) - 1)], drills
+        return counts, drills
 
     def trend_closed_count(self, base: Drill, bounds: list[dt.datetime]) -> tuple[list[int], list[Drill]]:
         totals = [0] * (len(bounds) - 1)
         for state in self._finals():
             column = self.table.c[entered_column(state)]
-            for i, n in self._counts(base.and_where(f"state == {json.dumps(state)}"), column, bounds).items():
-                totals[i] += n
+            counts = self._range_counts(base.and_where(f"state == {json.dumps(state)}"), column, bounds)
+            totals = [t + n for t, n in zip(totals, counts, strict=True)]
         drills = [base.and_where(self._closed_between(a, b)) for a, b in zip(bounds, bounds[1:], strict=False)]
         return totals, drills
 
@@ -305,37 +392,34 @@ class CardQuery:
         return " or ".join(parts)
 
     def trend_open_count(self, base: Drill, bounds: list[dt.datetime]) -> tuple[list[int], list[Drill]]:
-        """Open at the end of each bucket (at ``now`` for the current one): created before it and
-        not in a final state entered before it. Read as: the records open now by bucket of
-        creation, plus the records closed since the first bound by buckets of creation and of
-        closing (both index ranges on a real backlog)."""
+        """Open at the end ``e`` of each bucket (at ``now`` for the current one): created before
+        ``e`` and not in a final state entered before ``e``. A record enters a state no earlier
+        than it was created (engine/records.py), so a record closed before ``e`` was created
+        before it, and
+
+            open(e) = records created before e - records in a final state entered before e
+                    = open now + in a final state with no entered time
+                      - created since e + in a final state entered since e
+
+        where every term past the first reads an index range from ``e`` on (the first is the
+        backlog, an index range of the open states): four small reads, not a pass over every
+        record created before ``e``."""
         ends = [min(b, self.now) for b in bounds[1:]]
-        n = len(ends)
-        created_col = self.table.c.created_at
         finals = self._finals()
-        opened = [0] * (n + 1)  # opened[j + 1]: records created in bucket j (index 0: before the first)
-        closed_at = [[0] * (n + 1) for _ in range(n + 1)]  # [created bucket + 1][closed bucket]
-        open_states = [s.name for s in self.entity.workflow.states if not s.final] if self.entity.workflow else []
-        now_open = base.and_where(f"state in {json.dumps(open_states, ensure_ascii=False)}")
-        created_index = self._bucket_index(created_col, bounds).label("c")
-        for c, count in self.conn.execute(self.select(now_open, created_index, func.count()).group_by(created_index)):
-            if c is not None:
-                opened[c + 1] += count
+        wf = self.entity.workflow
+        open_states = [s.name for s in wf.states if not s.final] if wf else []
+        open_now = self.conn.execute(
+            self.select(base.and_where(f"state in {json.dumps(open_states, ensure_ascii=False)}"), func.count())
+        ).scalar_one()  # fmt: skip
+        created_since = _suffix_sums(self._range_counts(base, self.table.c.created_at, ends, open_end=True))
+        closed_since = [0] * len(ends)
         for state in finals:
             column = self.table.c[entered_column(state)]
-            closed_index = self._bucket_index(column, bounds).label("k")
-            query = (
-                self.select(base.and_where(f"state == {json.dumps(state)}"), created_index, closed_index, func.count())
-                .where(column >= bounds[0]).group_by(created_index, closed_index)
-            )  # fmt: skip
-            for c, k, count in self.conn.execute(query):
-                if c is not None:
-                    closed_at[c + 1][k if k is not None else n] += count
-        values = []
-        for i in range(n):
-            still_open = sum(opened[: i + 2])
-            closed_later = sum(closed_at[c][k] for c in range(i + 2) for k in range(i + 1, n + 1))
-            values.append(still_open + closed_later)
+            in_state = base.and_where(f"state == {json.dumps(state)}")
+            open_now += self.conn.execute(self.select(in_state, func.count()).where(column.is_(None))).scalar_one()
+            since = _suffix_sums(self._range_counts(in_state, column, ends, open_end=True))
+            closed_since = [a + b for a, b in zip(closed_since, since, strict=True)]
+        values = [open_now - created + closed for created, closed in zip(created_since, closed_since, strict=True)]
         drills = [base.and_where(f'created_at < "{_iso(e)}" and not ({self._closed_between(None, e)})') for e in ends]
         return values, drills
 
@@ -386,6 +470,39 @@ class CardQuery:
 
 # -- helpers ---------------------------------------------------------------------------------
 
+Aggregate = tuple[str, Any]  # (count | sum | avg, a column, or None for count(*))
+
+
+def _aggregate_sql(kind: str, column: Any) -> Any:
+    if kind == "count":
+        return func.count() if column is None else func.count(column)
+    return func.sum(column) if kind == "sum" else func.avg(column)
+
+
+def _partial_sql(kind: str, column: Any) -> list[Any]:
+    """What merges across groups: an average as its sum and count."""
+    return [func.sum(column), func.count(column)] if kind == "avg" else [_aggregate_sql(kind, column)]
+
+
+def _merge(aggregates: tuple[Aggregate, ...], parts: list[tuple[Any, ...]]) -> list[Any]:
+    """Partial aggregates of several groups (:func:`_partial_sql`'s columns) as one group's."""
+    out, i = [], 0
+    for kind, _column in aggregates:
+        width = 2 if kind == "avg" else 1
+        sums = [_sum(p[i + j] for p in parts) for j in range(width)]
+        if kind == "avg":
+            out.append(sums[0] / sums[1] if sums[1] else None)
+        else:
+            out.append(sums[0] if kind == "sum" else sums[0] or 0)
+        i += width
+    return out
+
+
+def _sum(values: Any) -> Any:
+    """The sum of the non-null values; None when there are none (SQL's ``sum``)."""
+    present = [v for v in values if v is not None]
+    return sum(present[1:], present[0]) if present else None
+
 
 def buckets(now: dt.datetime, tz: Any, by: str, count: int) -> list[dt.datetime]:
     """``count + 1`` bounds (UTC) of the last ``count`` buckets, the last one holding ``now``:
@@ -414,6 +531,15 @@ def _iso(moment: dt.datetime | None) -> str:
 def bucket_label(start: dt.datetime, by: str) -> str:
     """A bucket by its local start: ``03-04 10:00``, ``2026-03-04``, ``2026-03``."""
     return {"hour": start.strftime("%m-%d %H:00"), "month": start.strftime("%Y-%m")}.get(by, start.date().isoformat())
+
+
+def _suffix_sums(counts: list[int]) -> list[int]:
+    """Per range of ``counts`` (the last one open-ended): the count from that range's start on."""
+    out, total = [], 0
+    for n in reversed(counts):
+        total += n
+        out.append(total)
+    return out[::-1]
 
 
 def _rate(part: int, whole: int) -> float | None:

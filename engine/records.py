@@ -280,7 +280,10 @@ class Records:
         system_values: dict[str, Any] = {}
         if move_to is not None:
             record["state"] = system_values["state"] = move_to
-            record[entered_column(move_to)] = system_values[entered_column(move_to)] = now
+            # never before the record's creation (a clock behind the creating server's): the
+            # dashboards' backlog counts a record closed before an instant as created before it
+            entered = max(now, before["created_at"])
+            record[entered_column(move_to)] = system_values[entered_column(move_to)] = entered
         self.checker.compute(conn, entity, record, actor, now)
         changed = [f for f in entity.fields if record.get(f.name) != before.get(f.name)]
         if not changed and move_to is None:
