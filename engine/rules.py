@@ -162,12 +162,16 @@ def fire(
     chain = _chain.get()
     current, acted = record, False
     pending = Pending()
+    ctx, ctx_record = None, None  # the conditions' context, made again only when a rule changed the record
     for rule, event in entity_plan.rules:
         if event not in events:
             continue
+        if rule.when is not None:
+            if ctx is None or ctx_record is not current:
+                ctx, ctx_record = records.checker.context(conn, entity, current, before, actor, now), current
+            if not records.expr(rule.when).evaluate(ctx):
+                continue
         scope = Scope(records, conn, entity, current, before, actor, now, rule, f"{key}/rule:{rule.name}", pending=pending)
-        if rule.when is not None and not records.expr(rule.when).evaluate(scope.context()):
-            continue
         if len(chain) >= MAX_DEPTH:
             names = " -> ".join((*chain, rule.name))
             raise RuleLoop(f"rules keep firing each other ({names}); stopped after {MAX_DEPTH} steps and changed nothing")

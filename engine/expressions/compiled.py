@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -69,9 +70,7 @@ class Compiled:
         self.uses_count = any(isinstance(n, Count) for n in walk(root))
 
     def evaluate(self, ctx: EvalContext) -> Any:
-        from .evaluate import Evaluator
-
-        evaluator = Evaluator(ctx)
+        evaluator = _evaluator()(ctx)
         if self.type == "boolean":
             return evaluator.truth(self.root)
         return evaluator.value(self.root)
@@ -85,3 +84,12 @@ class Compiled:
 
     def __repr__(self) -> str:
         return f"Compiled({self.source!r}, type={self.type!r})"
+
+
+@functools.cache
+def _evaluator() -> type:
+    """The evaluator class, imported on first use (it builds on this module); once, not per
+    evaluation: rules evaluate conditions on every change."""
+    from .evaluate import Evaluator
+
+    return Evaluator
