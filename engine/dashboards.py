@@ -265,9 +265,10 @@ def _literals(info: PathInfo, raw: list[str]) -> list[str]:
 class Dashboards:
     """The dashboards of one app (``Dashboards(instance.records(app))``)."""
 
-    def __init__(self, records: Records) -> None:
+    def __init__(self, records: Records, use_rollups: bool = True) -> None:
         self.records = records
         self.app = records.app
+        self.use_rollups = use_rollups  # False: every card from the rows (the rollups' tests compare)
 
     def visible(self, actor: Actor) -> list[Dashboard]:
         return [d for d in self.app.dashboards if may_see(d, actor)]

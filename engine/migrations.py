@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, insert, select
 
+from engine import rollups
 from engine.compiler import Compiled
 from engine.db import is_sqlite, read
 from engine.migrations_ops import execute
@@ -123,4 +124,6 @@ def apply(engine: Engine, compiled: Compiled, allow_destructive: bool = False, n
         if not remaining.is_empty:
             raise MigrationIncomplete(remaining)
         _record(conn, compiled, todo, now)
+        changed = {s.app for s in todo.changes}
+        rollups.refresh(conn, compiled.schema, [c.app for c in compiled.apps.values()], changed, now)
     return todo

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from engine import approvals, audit, outbox, permissions, queries, rules, sla, tags
+from engine import approvals, audit, outbox, permissions, queries, rollups, rules, sla, tags
 from engine.actors import Actor
 from engine.db import Prepared, write
 from engine.errors import Forbidden, NotFound, StaleVersion, ValidationFailed, did_you_mean
@@ -340,6 +340,7 @@ class Records:
         change records themselves, and so come back here), then the approvals and carbon copies
         the change opens (safe to run twice for one change). The record as the rules left it
         when one acted, else None."""
+        rollups.on_change(self, conn, change)  # the dashboards' daily counts, in this transaction
         sla.on_change(self, conn, change)  # first: a rule moving the record on then stops the clock
         left = rules.run(self, conn, change)
         approvals.on_change(self, conn, change)

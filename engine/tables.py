@@ -222,8 +222,34 @@ def system_tables(metadata: MetaData) -> dict[str, Table]:
         for t in (
             users, teams, members, roles, tokens, audit, files, sequences, migrations, settings, login_failures,
             saved_views, *rule_tables(metadata), *workflow_tables(metadata), *time_tables(metadata),
+            *rollup_tables(metadata),
         )
     }  # fmt: skip
+
+
+def rollup_tables(metadata: MetaData) -> tuple[Table, ...]:
+    """The dashboards' daily rollups (engine/rollups.py): per app, entity, measure, local day of
+    creation and key (the JSON of the record's dimension values), the records and the integer
+    total of the measure, changed by every write of a record in its own transaction; and per
+    entity the signature of the rollup that was built (a rollup of another shape is never read)."""
+    rollups = Table(
+        "kiln_rollups", metadata,
+        Column("app", String(64), primary_key=True),
+        Column("entity", String(64), primary_key=True),
+        Column("measure", String(200), primary_key=True),
+        Column("day", Date, primary_key=True),
+        Column("key", String(1000), primary_key=True),
+        Column("n", BigInteger, nullable=False),
+        Column("total", BigInteger, nullable=False),
+    )  # fmt: skip
+    builds = Table(
+        "kiln_rollup_builds", metadata,
+        Column("app", String(64), primary_key=True),
+        Column("entity", String(64), primary_key=True),
+        Column("signature", String(64), nullable=False),
+        Column("built_at", UTCDateTime, nullable=False),
+    )  # fmt: skip
+    return rollups, builds
 
 
 def rule_tables(metadata: MetaData) -> tuple[Table, ...]:
