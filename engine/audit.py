@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, insert, select
 
+from engine import deferred
 from engine.actors import Actor
 from engine.db import Prepared
 from engine.values import to_json
@@ -37,13 +38,15 @@ def record_change(
     conn: Connection, audit: Table, *, app: str, entity: str, record_id: int, action: str, actor: Actor,
     at: dt.datetime, changes: Mapping[str, Any], comment: str | None = None,
 ) -> None:  # fmt: skip
-    _insert(audit).execute(
-        conn,
-        {
-            "app": app, "entity": entity, "record_id": record_id, "action": action, "actor_id": actor.id,
-            "actor": actor.username, "at": at, "changes": dict(changes), "rule": actor.rule, "comment": comment,
-        },
-    )  # fmt: skip
+    row = {
+        "app": app, "entity": entity, "record_id": record_id, "action": action, "actor_id": actor.id,
+        "actor": actor.username, "at": at, "changes": dict(changes), "rule": actor.rule, "comment": comment,
+    }  # fmt: skip
+    batch = deferred.of(conn)
+    if batch is not None:  # a time-scan batch: one insert at its end (engine/deferred.py)
+        batch.insert(audit, row)
+        return
+    _insert(audit).execute(conn, row)
 
 
 @functools.lru_cache(maxsize=4)

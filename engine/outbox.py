@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine import assignment, audit, settings, surveys
+from engine import assignment, audit, deferred, settings, surveys
 from engine.actors import SYSTEM
 from engine.db import Prepared
 from engine.expressions.durations import parse_duration
@@ -55,6 +55,11 @@ def enqueue(
         "next_attempt_at": now,
     }  # fmt: skip
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    batch = deferred.of(conn)
+    if batch is not None:  # a time-scan batch: one insert at its end (engine/deferred.py)
+        batch.insert(outbox, values, ignore_conflicts=True)
+        conn.info[QUEUED] = True
+        return True
     queued = _insert(outbox, dialect).execute(conn, values).scalar() is not None
     if queued:  # the records service wakes the deliverer once this transaction commits
         conn.info[QUEUED] = True
@@ -165,7 +170,7 @@ def action_notify(scope: Scope, args: Mapping[str, Any]) -> bool:
     template = next((t for t in records.app.notifications.templates if t.name == args.get("template")), None)
     default = records.app.locale
     varies = _varies(scope, template, args)
-    locales = records.users.locales(scope.conn, users) if varies and users else {}
+    locales = _locales(scope, users) if varies and users else {}
     messages: dict[str, tuple[str | None, str | None]] = {}
     survey = _survey(scope, template, args)
     for user_id in users:
@@ -199,6 +204,18 @@ def _message(
         subject = label
         body = args.get("message") or DEFAULT_BODY.get(locale, DEFAULT_BODY["en"]).format(label=label, rule=scope.rule.name)
     return render(scope, subject, view), render(scope, body, view)
+
+
+def _locales(scope: Scope, users: list[int]) -> dict[int, str | None]:
+    """The recipients' own locales (a time-scan batch reads each user's once)."""
+    batch = deferred.of(scope.conn)
+    if batch is None:
+        return scope.records.users.locales(scope.conn, users)
+    missing = [u for u in users if u not in batch.locales]
+    if missing:
+        batch.locales.update(dict.fromkeys(missing))
+        batch.locales.update(scope.records.users.locales(scope.conn, missing))
+    return {u: batch.locales.get(u) for u in users}
 
 
 def _varies(scope: Scope, template: Template | None, args: Mapping[str, Any]) -> bool:

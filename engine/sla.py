@@ -29,13 +29,13 @@ import datetime as dt
 import functools
 import logging
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select, text, update
 
-from engine import audit, rules
+from engine import audit, deferred, rules
 from engine.actors import SYSTEM, Actor
 from engine.calendars import BusinessCalendar, calendar_for
 from engine.db import Prepared
@@ -390,6 +390,9 @@ def check(
             )
             fresh = {row["id"]: dict(row) for row in conn.execute(query).mappings()}
             group = [fresh[c["id"]] for c in group if c["id"] in fresh]
+        if not careful:
+            fired += _fire_batch(records, conn, entity, entity_plan, group, loaded, now)
+            group = [c for c in group if c.get(_DONE) is None]
         for clock in group:
             if clock["next_check_at"] is None or clock["next_check_at"] > now:
                 continue  # another scan got there first
@@ -427,11 +430,15 @@ def check(
     return fired, failed
 
 
-def _fire(
-    records: Records, conn: Connection, entity: Entity, entry: Entry, cal: BusinessCalendar, clock: dict[str, Any],
-    record: dict[str, Any], now: dt.datetime,
-) -> tuple[list[Fired], dict[str, Any]]:  # fmt: skip
-    """One clock: claim every instant that passed, then run the claimed levels' actions."""
+_DONE = "_kiln_batched"  # set on a clock the batch path fired
+SIMPLE_ACTIONS = frozenset({"notify", "mark"})  # write nothing the batch reads back (engine/deferred.py)
+
+
+def _passed(
+    clock: Mapping[str, Any], entry: Entry, cal: BusinessCalendar, now: dt.datetime
+) -> tuple[list[tuple[dt.datetime, int, Level | None]], dict[str, Any]]:
+    """The instants of ``clock`` that passed by ``now`` (the breach, then levels), and the clock
+    as claiming them leaves it."""
     after = dict(clock)
     due: list[tuple[dt.datetime, int, Level | None]] = []
     if clock["breached_at"] is None and clock["due_at"] <= now:
@@ -444,6 +451,63 @@ def _fire(
         due.append((at, 1, level))
         after["escalation_level"] = level.number
     after["next_check_at"] = next_check(after, entry, cal)
+    return due, after
+
+
+def _fire_batch(
+    records: Records, conn: Connection, entity: Entity, entity_plan: EntityPlan, group: list[dict[str, Any]],
+    loaded: dict[int, dict[str, Any]], now: dt.datetime,
+) -> list[Fired]:  # fmt: skip
+    """The clocks of ``group`` whose passed levels only notify and mark (or that only breach), one
+    per record: their claims, outbox rows, marks and audit entries written a statement per table
+    at the end (engine/deferred.py). They run first; every other clock goes the one-by-one way
+    after (:func:`_fire`), marked here with nothing set. The claims cannot miss: the clocks were
+    read in this transaction (under lock on PostgreSQL; SQLite's write lock holds the table),
+    and these actions change neither clocks nor records."""
+    per_record: dict[int, int] = {}
+    for clock in group:
+        per_record[clock["record_id"]] = per_record.get(clock["record_id"], 0) + 1
+    work = []
+    for clock in group:
+        record = loaded.get(clock["record_id"])
+        entry = entity_plan.by_index.get(clock["entry"])
+        if (
+            per_record[clock["record_id"]] > 1 or record is None or entry is None or entry.sla.name != clock["name"]
+            or clock["next_check_at"] is None or clock["next_check_at"] > now
+        ):  # fmt: skip
+            continue
+        cal = calendar(records, entity_plan, clock["calendar"])
+        due, after = _passed(clock, entry, cal, now)
+        if not due or any(level is not None and {a.kind for a in level.rule.actions} - SIMPLE_ACTIONS for _, _, level in due):
+            continue
+        work.append((clock, record, due, after))
+    if not work:
+        return []
+    fired = []
+    table = _table(records)
+    with deferred.deferring(conn) as batch:
+        marks = records.schema.system["kiln_marks"]
+        batch.preload_marks(conn, marks, records.app.name, entity.name, [c["record_id"] for c, _, _, _ in work])
+        claim = _claim_statement(table)
+        for clock, record, due, after in work:
+            clock[_DONE] = True
+            batch.add(claim.statement, _claim_params(clock, after), _claim_many(table))
+            for at, _, level in sorted(due, key=lambda d: (d[0], d[1])):
+                what = "breached" if level is None else f"level {level.number}"
+                fired.append(Fired(records.app.name, entity.name, clock["record_id"], clock["name"], what, at))
+                if level is None:
+                    _audit_breach(records, conn, entity, clock, now)
+                else:
+                    loaded[clock["record_id"]] = _escalate(records, conn, entity, clock, record, level, now)
+    return fired
+
+
+def _fire(
+    records: Records, conn: Connection, entity: Entity, entry: Entry, cal: BusinessCalendar, clock: dict[str, Any],
+    record: dict[str, Any], now: dt.datetime,
+) -> tuple[list[Fired], dict[str, Any]]:  # fmt: skip
+    """One clock: claim every instant that passed, then run the claimed levels' actions."""
+    due, after = _passed(clock, entry, cal, now)
     if not due:  # nothing passed (a definition change moved the instants): just the next check
         conn.execute(
             update(_table(records))
@@ -481,11 +545,40 @@ def _records(records: Records, conn: Connection, entity: Entity, ids: list[int])
 
 def _claim(records: Records, conn: Connection, clock: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
     """Move the clock to ``after`` if it is still as it was read (no other scan, no change)."""
-    params = {
+    return _claim_statement(_table(records)).execute(conn, _claim_params(clock, after)).rowcount == 1
+
+
+def _claim_params(clock: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    return {
         "clock_id": clock["id"], "old_level": clock["escalation_level"], "old_start": clock["started_at"],
         "new_breached": after["breached_at"], "new_level": after["escalation_level"], "new_next": after["next_check_at"],
     }  # fmt: skip
-    return _claim_statement(_table(records)).execute(conn, params).rowcount == 1
+
+
+@functools.lru_cache(maxsize=4)
+def _claim_many(table: Table) -> Callable[[Connection, list[dict[str, Any]]], None]:
+    """The claims of a batch (engine/deferred.py): on PostgreSQL one UPDATE joined to the rows,
+    passed as arrays (one statement text, prepared once; ``id = ANY`` keeps the plan on the
+    batch's rows even when the table's statistics say it is empty); on SQLite (in process, no
+    round trips) the claim executed for each row."""
+    claims = text(
+        f"UPDATE {table.name} AS c SET breached_at = v.new_breached, escalation_level = v.new_level, "
+        "next_check_at = v.new_next FROM unnest(CAST(:ids AS BIGINT[]), CAST(:old_levels AS INTEGER[]), "
+        "CAST(:old_starts AS TIMESTAMPTZ[]), CAST(:new_breached AS TIMESTAMPTZ[]), CAST(:new_levels AS INTEGER[]), "
+        "CAST(:new_next AS TIMESTAMPTZ[])) AS v(id, old_level, old_start, new_breached, new_level, new_next) "
+        "WHERE c.id = ANY(CAST(:ids AS BIGINT[])) AND c.id = v.id AND c.escalation_level = v.old_level AND c.started_at = v.old_start "
+        "AND c.met_at IS NULL AND c.paused_at IS NULL"
+    )
+    keys = {"ids": "clock_id", "old_levels": "old_level", "old_starts": "old_start", "new_breached": "new_breached",
+            "new_levels": "new_level", "new_next": "new_next"}  # fmt: skip
+
+    def write_all(conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if conn.dialect.name != "postgresql":
+            conn.execute(_claim_statement(table).statement, rows)
+            return
+        conn.execute(claims, {name: [r[key] for r in rows] for name, key in keys.items()})
+
+    return write_all
 
 
 @functools.lru_cache(maxsize=4)

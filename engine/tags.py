@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine import audit
+from engine import audit, deferred
 from engine.model import Action, Entity
 
 if TYPE_CHECKING:
@@ -67,6 +67,12 @@ def mark(conn: Connection, records: Records, entity: Entity, record_id: int, col
     table = records.schema.system["kiln_marks"]
     row = {"app": records.app.name, "entity": entity.name, "record_id": record_id, "color": color, "marked_at": now, "rule": rule}
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    batch = deferred.of(conn)
+    new = batch.new_mark(records.app.name, entity.name, record_id, color) if batch is not None else None
+    if new is not None:  # a time-scan batch that read the record's marks: one insert at its end
+        if new:
+            batch.insert(table, row, ignore_conflicts=True)
+        return new
     # RETURNING, not the row count: psycopg reports -1 for an INSERT ... ON CONFLICT DO NOTHING.
     return conn.execute(dialect.insert(table).on_conflict_do_nothing().returning(table.c.record_id), row).first() is not None
 
