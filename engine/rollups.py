@@ -175,9 +175,9 @@ def card_measure(entity: Entity, card: Card) -> Measure | None:
         return Measure(f"{start}>{end}", start=start, end=end)
     name = str(card.option("field"))
     f = entity.field(name)
-    if f is None or f.disabled or f.is_multi or f.type not in SUM_TYPES or (f.type == "decimal" and f.scale is None):
+    if f is None or f.disabled or f.is_multi or f.type not in SUM_TYPES:
         return None
-    return Measure(name, end=name, scale=f.scale or 0 if f.type == "decimal" else 0)
+    return Measure(name, end=name, scale=f.scale if f.type == "decimal" else 0)
 
 
 def _datetime(entity: Entity, name: str) -> bool:
