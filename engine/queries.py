@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, exists, false, func, or_, select, true
+from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, exists, false, func, or_, select, true
 
 from engine import permissions
 from engine.actors import Actor
@@ -108,6 +108,9 @@ def decode_cursor(cursor: str) -> list[Any]:
 class Query:
     def __init__(self, records: Records) -> None:
         self.records = records
+        # Link titles for actors who read every row: one statement per (entity, title columns),
+        # reused, so SQLAlchemy neither builds it nor computes its cache key per page.
+        self._title_statements: dict[tuple[str, tuple[str, ...]], Select] = {}
 
     # -- scope ---------------------------------------------------------------------------------
 
@@ -134,9 +137,13 @@ class Query:
     def readable(self, entity: Entity, actor: Actor) -> ColumnElement[bool]:
         """The actor's rows as a WHERE clause (``true()``, which SQLAlchemy leaves out beside other
         conditions, when the actor reads every row)."""
-        tables, team_users, expr_clause = self._parts(entity, actor)
-        clause = permissions.read_clause(entity, tables.main, actor, team_users, expr_clause, tables.children)
+        clause = self.read_clause(entity, actor)
         return true() if clause is None else clause
+
+    def read_clause(self, entity: Entity, actor: Actor) -> ColumnElement[bool] | None:
+        """The actor's rows as a WHERE clause, None when the actor reads every row."""
+        tables, team_users, expr_clause = self._parts(entity, actor)
+        return permissions.read_clause(entity, tables.main, actor, team_users, expr_clause, tables.children)
 
     def one(self, conn: Connection, entity: Entity, actor: Actor, record_id: Any) -> dict[str, Any] | None:
         try:
@@ -158,9 +165,17 @@ class Query:
         names = [n for n in entity.title_fields if n in table.c]
         hidden = permissions.hidden_fields(entity, actor)
         names = [n for n in names if n not in hidden]
-        query = select(table.c.id, *(table.c[n] for n in names)).where(table.c.id.in_(ids), self.readable(entity, actor))
+        readable = self.read_clause(entity, actor)
+        if readable is None:
+            key = (entity.name, tuple(names))
+            if key not in self._title_statements:
+                columns = (table.c.id, *(table.c[n] for n in names))
+                self._title_statements[key] = select(*columns).where(table.c.id.in_(bindparam("ids", expanding=True)))
+            result = conn.execute(self._title_statements[key], {"ids": ids})
+        else:
+            result = conn.execute(select(table.c.id, *(table.c[n] for n in names)).where(table.c.id.in_(ids), readable))
         users = [n for n in names if (f := entity.field(n)) is not None and f.type == "user"]
-        rows = [dict(r) for r in conn.execute(query).mappings()]
+        rows = _dicts(result)
         if users:
             found = self.records.users.usernames(conn, {r[n] for r in rows for n in users if r[n] is not None})
             for r in rows:
@@ -310,7 +325,7 @@ class Query:
             order = [column.desc().nulls_last(), table.c.id.desc()]
         else:
             order = [column.asc().nulls_last(), table.c.id.asc()]
-        rows = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]
+        rows = _dicts(conn.execute(query.order_by(*order).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
         self.records.attach_children(conn, entity, rows, spec.columns)
@@ -337,7 +352,7 @@ class Query:
             order = [column.asc().nulls_first(), table.c.id.asc()]
         else:
             order = [column.desc().nulls_first(), table.c.id.desc()]
-        rows = [dict(r) for r in conn.execute(query.order_by(*order).limit(limit + 1)).mappings()]
+        rows = _dicts(conn.execute(query.order_by(*order).limit(limit + 1)))
         more = len(rows) > limit
         rows = list(reversed(rows[:limit]))
         self.records.attach_children(conn, entity, rows, spec.columns)
@@ -395,3 +410,10 @@ def _cursor_value(column: Any, raw: Any) -> Any:
     except (ValueError, TypeError, ArithmeticError, NotImplementedError):
         raise BadQuery("the cursor is not valid", {"cursor": "invalid"}) from None
     return raw
+
+
+def _dicts(result: Any) -> list[dict[str, Any]]:
+    """The rows of ``result`` as dicts (zipping plain rows with the keys: a page's rows cost a
+    third less than through ``.mappings()``)."""
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]

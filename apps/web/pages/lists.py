@@ -9,12 +9,11 @@ import datetime as dt
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from apps.web.pages import marks
-from apps.web.pages.cells import formatter
+from apps.web.pages.cells import RowMaker, formatter
 from apps.web.pages.context import (
     PageContext,
     entity_context,
@@ -68,18 +67,6 @@ def read_page(ctx: PageContext, state: ListState) -> tuple[list[dict[str, Any]],
     return items, window
 
 
-class ListRow(NamedTuple):
-    """One row of the HTML list (a tuple: templates read its attributes without a lookup miss)."""
-
-    id: int
-    version: int
-    number: str | None
-    title: str
-    state_label: str
-    cells: list[Markup]
-    created_at: str
-
-
 class SortHead(NamedTuple):
     label: str
     url: str
@@ -103,9 +90,10 @@ def sort_heads(ctx: PageContext, state: ListState, columns: list[Field]) -> list
 
 
 def list_context(ctx: PageContext, state: ListState) -> dict[str, Any]:
-    """The rows of the HTML list: only the shown columns are read, and each cell is made by its
-    column's formatter (apps/web/pages/cells.py) from the stored value."""
+    """The rows of the HTML list: only the shown columns are read, and each row is made in
+    Python from the stored values (apps/web/pages/cells.py)."""
     entity, actor, records = ctx.entity, ctx.actor, ctx.records
+    bulk = bulk_fields(ctx)
     hidden = permissions.hidden_fields(entity, actor)
     columns = list_fields(entity, hidden)
     title_names = entity.title_fields
@@ -127,19 +115,16 @@ def list_context(ctx: PageContext, state: ListState) -> dict[str, Any]:
                            usernames=names, team_labels=teams))
         for f in columns
     ]  # fmt: skip
-    states = {s.name: s.label.get(ctx.locale) for s in entity.workflow.states} if entity.workflow else {}
-    tz = records.timezone
-    rows = [
-        ListRow(
-            r["id"], r["version"], r.get("number"), title(entity, r) if title_names else r.get("number") or f"#{r['id']}",
-            states.get(r.get("state"), r.get("state") or ""), [cell(r[name]) for name, cell in cells],
-            r["created_at"].astimezone(tz).strftime("%Y-%m-%d %H:%M"),
-        )  # fmt: skip
-        for r in window.items
-    ]
+    states = {s.name: s.label.get(ctx.locale) for s in entity.workflow.states} if entity.workflow else None
+    make_row = RowMaker(
+        base=ctx.base, columns=cells, tz=records.timezone, flags=flags, flagged_label=ctx.gettext("Flagged"), states=states,
+        pick_label=ctx.gettext("Select") if bulk else None,
+        title=lambda r: title(entity, r) if title_names else r.get("number") or f"#{r['id']}",
+    )  # fmt: skip
+    rows = [make_row(r) for r in window.items]
     return {
         "ctx": ctx, "state": state, "rows": rows, "columns": columns, "window": window, "heads": sort_heads(ctx, state, columns),
-        "flags": flags, "views": saved,
+        "views": saved, "bulk_fields": bulk,
         "next_url": f"{ctx.base}?{state.query(cursor=window.next_cursor, before=None)}" if window.next_cursor else None,
         "prev_url": f"{ctx.base}?{state.query(cursor=None, before=window.prev_cursor)}" if window.prev_cursor else None,
         "count_url": f"{ctx.base}/count?{state.query(cursor=None, before=None)}",
@@ -201,7 +186,6 @@ def list_page(request: Request) -> Response:
         return json_response({"items": items, "next_cursor": window.next_cursor, "prev_cursor": window.prev_cursor})
     data = list_context(ctx, state)
     data["filters"] = filter_controls(ctx, state)
-    data["bulk_fields"] = bulk_fields(ctx)
     return render(request, "pages/list.html", data, fragment="pages/_list_body.html", locale=ctx.locale, gettext=ctx.gettext)
 
 
