@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import update
 
-from engine import accounts, permissions
+from engine import accounts, permissions, rollups
 from engine.actors import SYSTEM
 from engine.db import write
 from engine.expressions.durations import parse_duration
@@ -74,6 +74,8 @@ def load_demo(instance: Instance, app: str, demo_file: Path, now: dt.datetime | 
         for entry in ordered:
             _load_record(instance, app, entity, entry, keys, now, demo_file)
         result.counts[entity_name] = len(entries)
+    with write(instance.engine) as conn:  # the states and times written to the rows directly
+        rollups.rebuild(conn, instance.schema, definition, now)
     return result
 
 
