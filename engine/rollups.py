@@ -243,11 +243,19 @@ def rebuild(conn: Connection, schema: Schema, app: App, now: dt.datetime | None 
         main = schema.entity(app.name, rollup.entity).main
         names = sorted({"created_at", *rollup.dimensions, *(c for m in rollup.measures for c in (m.start, m.end) if c)})
         totals: dict[tuple[str, dt.date, str], list[int]] = defaultdict(lambda: [0, 0])
+        keys: dict[tuple[Any, ...], str] = {}  # the JSON of each combination of dimension values, once
         result = conn.execute(select(*(main.c[n] for n in names)).execution_options(yield_per=20_000))
-        for row in result.mappings():
-            for k, (n, total) in contributions(rollup, dict(row), tz, 1).items():
-                totals[k][0] += n
-                totals[k][1] += total
+        for row in result:
+            record = dict(zip(names, row, strict=True))
+            day = record["created_at"].astimezone(tz).date()
+            values = tuple(record[d] for d in rollup.dimensions)
+            key = keys.get(values) or keys.setdefault(values, json.dumps(list(values), ensure_ascii=False))
+            for m in rollup.measures:
+                total = m.contribution(record)
+                if total is not None:
+                    found = totals[(m.name, day, key)]
+                    found[0] += 1
+                    found[1] += total
         conn.execute(delete(table).where(table.c.app == app.name, table.c.entity == rollup.entity))
         rows = [{"app": app.name, "entity": rollup.entity, "measure": m, "day": day, "key": key, "n": n, "total": total}
                 for (m, day, key), (n, total) in totals.items()]  # fmt: skip
