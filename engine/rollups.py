@@ -222,8 +222,10 @@ def on_change(records: Records, conn: Connection, change: Change) -> None:
 
 
 def add(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
-    """Add ``rows``' counts to the stored ones (insert the rows not there yet), atomically."""
+    """Add ``rows``' counts to the stored ones (insert the rows not there yet), atomically; in
+    key order, so two writers moving records between the same keys lock them in the same order."""
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    rows = sorted(rows, key=lambda r: (r["measure"], r["day"], r["key"]))
     statement = insert(table).values(rows)
     statement = statement.on_conflict_do_update(
         index_elements=[table.c.app, table.c.entity, table.c.measure, table.c.day, table.c.key],

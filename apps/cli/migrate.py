@@ -1,4 +1,4 @@
-"""`run.py migrate [--plan] [--allow-destructive] [--json]` (SPEC.md section 6).
+"""`run.py migrate [--plan] [--allow-destructive] [--json] [--rollups]` (SPEC.md section 6).
 
 ``--plan`` prints what the migration would do and changes nothing (exit 0, also when the plan is
 refused: the refusal is part of what it shows). Without it the plan is applied in one transaction;
@@ -12,9 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-from engine import migrations
+from engine import migrations, rollups
 from engine.compiler import Compiled, compile_definitions, no_definitions_problem
-from engine.db import connect
+from engine.db import connect, write
 from engine.errors import DefinitionError
 
 
@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow-destructive", action="store_true", help="drop the columns and tables the definition no longer has (kept otherwise)"
     )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument(
+        "--rollups", action="store_true", help="also recount the dashboards' rollups from the rows (after writing rows outside Kiln)"
+    )
 
 
 def load(definitions: Path) -> Compiled | None:
@@ -60,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
         except migrations.MigrationRefused as refused:
             _show(refused.plan, args.json, file=sys.stderr)
             return 1
+        if args.rollups:
+            with write(engine) as conn:
+                for app in compiled.apps.values():
+                    counted = rollups.rebuild(conn, compiled.schema, app.app)
+                    print(f"rollups recounted: {app.app.name}: {', '.join(counted) or 'none'}", file=sys.stderr)
         if args.json:
             _show(done, True)
         elif done.is_empty:
