@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean browser
+.PHONY: run test lint bench clean browser loadgen
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -30,7 +30,14 @@ test: $(STAMP) browser
 lint: $(STAMP)
 	$(BIN)/ruff check engine apps tests benchmarks run.py
 
-bench: $(STAMP)
+# The web benchmark drives the servers with wrk (Debian's package) when it is installed, else
+# with a slower asyncio client that takes more of the cores it shares with the servers.
+loadgen:
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; } || \
+		echo "wrk is missing and this is not root: the web benchmark uses its asyncio client"
+
+bench: $(STAMP) loadgen
 	$(BIN)/python run.py bench
 
 clean:

@@ -67,6 +67,12 @@ def normalise_url(url: str) -> str:
     return url
 
 
+# Keys of ``Connection.info`` that hold what one transaction did (the records it created, say).
+# ``info`` belongs to the pooled DBAPI connection and outlives the transaction, so they are
+# dropped at its end, committed or rolled back.
+TRANSACTION_SCOPED: set[str] = set()
+
+
 def connect(url: str = DEFAULT_URL, **kwargs) -> Engine:
     """An Engine for ``url``; creates the folder of a SQLite file."""
     url = normalise_url(url)
@@ -77,11 +83,19 @@ def connect(url: str = DEFAULT_URL, **kwargs) -> Engine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
         _configure_sqlite(engine)
-        return engine
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    else:
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 20)
+        kwargs.setdefault("pool_pre_ping", True)
+        engine = create_engine(url, **kwargs)
+    event.listen(engine, "commit", _end_transaction)
+    event.listen(engine, "rollback", _end_transaction)
+    return engine
+
+
+def _end_transaction(conn: Connection) -> None:
+    for key in TRANSACTION_SCOPED:
+        conn.info.pop(key, None)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -231,6 +231,7 @@ class Records:
             )  # fmt: skip
         row = {c.name: record.get(c.name) for c in tables.main.columns if c.name != "id"}
         record["id"] = _insert_row(tables.main).execute(conn, row).scalar_one()
+        tags.created(conn, self, entity, record["id"])
         self._write_children(conn, tables, record, entity.fields, replace=False)
         changes = audit.diff({}, self._audit_view(conn, entity, record), self._audited_fields(entity))
         audit.record_change(

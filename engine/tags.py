@@ -17,6 +17,7 @@ from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engine import audit, deferred
+from engine.db import TRANSACTION_SCOPED
 from engine.model import Action, Entity
 
 if TYPE_CHECKING:
@@ -37,8 +38,27 @@ def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
     conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
 
 
+# Records created in the open transaction that no tag or mark action has touched since: their
+# JSON has no system tags and no flags, so handing a new record out (the create's answer) reads
+# neither table. Kept on the connection, so it ends with the transaction.
+FRESH = "kiln_fresh_records"
+TRANSACTION_SCOPED.add(FRESH)
+
+
+def created(conn: Connection, records: Records, entity: Entity, record_id: int) -> None:
+    """Note a record created in this transaction (engine/records.py)."""
+    conn.info.setdefault(FRESH, set()).add((records.app.name, entity.name, record_id))
+
+
+def _touched(conn: Connection, records: Records, entity: Entity, record_id: int) -> None:
+    fresh = conn.info.get(FRESH)
+    if fresh:
+        fresh.discard((records.app.name, entity.name, record_id))
+
+
 def add(conn: Connection, records: Records, entity: Entity, record_id: int, tags: Iterable[str]) -> list[str]:
     """Add system tags; returns the tags that were new."""
+    _touched(conn, records, entity, record_id)
     table = records.schema.system["kiln_tags"]
     have = set(of(conn, records, entity, [record_id]).get(record_id, []))
     new = [t for t in dict.fromkeys(tags) if t not in have]
@@ -64,6 +84,7 @@ def remove(conn: Connection, records: Records, entity: Entity, record_id: int, t
 
 def mark(conn: Connection, records: Records, entity: Entity, record_id: int, color: str, now: dt.datetime, rule: str | None) -> bool:
     """Flag a record; False when it already had that flag (one statement either way)."""
+    _touched(conn, records, entity, record_id)
     table = records.schema.system["kiln_marks"]
     row = {"app": records.app.name, "entity": entity.name, "record_id": record_id, "color": color, "marked_at": now, "rule": rule}
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
@@ -150,7 +171,8 @@ def attach(conn: Connection, records: Records, entity: Entity, items: list[dict[
     show_tags, show_flags, may_tag, may_mark = usage(records, entity)
     if not (show_tags or show_flags):
         return
-    ids = [item["id"] for item in items]
+    fresh = conn.info.get(FRESH) or ()
+    ids = [item["id"] for item in items if (records.app.name, entity.name, item["id"]) not in fresh]
     tags = of(conn, records, entity, ids) if show_tags and may_tag and ids else {}
     flags = flags_of(conn, records, entity, ids) if show_flags and may_mark and ids else {}
     for item in items:

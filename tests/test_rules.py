@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from engine import cron, rules
+from engine import cron, rules, tags
 from engine.errors import ValidationFailed
 from engine.rules import RuleLoop
 from tests.test_rules_support import NOW, Lab, open_lab
@@ -116,6 +116,20 @@ def test_record_actions_set_mark_tag_create_update(lab: Lab):
     assert lab.get("item", item["id"])["flags"] == {}  # the calm rule unmarked it
     listed = lab.records.list("item", lab.actor()).items
     assert listed[0]["flags"] == {} and listed[0]["tags"] == ["b"]
+
+
+def test_a_new_records_flags_are_read_only_when_something_marked_it(lab: Lab):
+    """A create's answer skips the flags query for a record nothing marked in its transaction
+    (engine/tags.py, FRESH); a mark in that transaction or any later one still shows."""
+    marked = lab.create("item", title="actions")
+    assert marked["flags"] == {"red": {"since": NOW.isoformat(), "rule": "actions"}}
+    calm = lab.create("item", title="calm")
+    assert calm["flags"] == {}
+    entity = lab.records.entity("item")
+    with lab.records.transaction() as conn:  # later, as the time scan marks (the pool reuses the connection)
+        tags.mark(conn, lab.records, entity, calm["id"], "orange", NOW, "later")
+    assert list(lab.get("item", calm["id"])["flags"]) == ["orange"]
+    assert list(lab.records.list("item", lab.actor()).items[0]["flags"]) == ["orange"]
 
 
 def test_entities_without_tag_or_mark_actions_still_show_empty_lists(lab: Lab):
