@@ -16,12 +16,15 @@ here.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Table, select, text
+from sqlalchemy import Connection, Table, select, text
 from sqlalchemy.dialects import sqlite
 
 KEY = "kiln_deferred"
@@ -82,44 +85,40 @@ class Deferred:
 
 def _insert_all(conn: Connection, target: tuple[Table, bool], rows: list[dict[str, Any]]) -> None:
     """The rows of one table: on SQLite an executemany (in process); on PostgreSQL one INSERT of
-    the rows passed as one array per column (``unnest``): one short statement text, prepared
-    once, where a multi-row VALUES costs more to build and parse than the database's own work."""
+    the rows passed as one JSON parameter (``json_to_recordset``): one short statement text,
+    prepared once, and one ``json.dumps``, where a multi-row VALUES or arrays per column cost more
+    to build and send than the database's own work."""
     table, ignore = target
     if conn.dialect.name != "postgresql":
         statement = sqlite.insert(table)
         conn.execute(statement.on_conflict_do_nothing() if ignore else statement, rows)
         return
-    keys = list(rows[0])
-    sql, converters = _unnest_insert(table, tuple(keys), ignore, conn.dialect)
-    params = {f"p{i}": [convert(r[k]) for r in rows] for i, (k, convert) in enumerate(zip(keys, converters, strict=True))}
-    conn.execute(text(sql), params)
+    keys = tuple(rows[0])
+    conn.execute(text(_json_insert(table, keys, ignore, conn.dialect)), {"rows": as_json(rows)})
 
 
-_UNNEST: dict[tuple[Any, ...], tuple[str, list[Callable[[Any], Any]]]] = {}
+def as_json(rows: list[dict[str, Any]]) -> str:
+    """Rows as one JSON array for ``json_to_recordset`` (times as ISO 8601 with their offset)."""
+    return json.dumps(rows, default=_plain, ensure_ascii=False)
 
 
-def _unnest_insert(table: Table, keys: tuple[str, ...], ignore: bool, dialect: Any) -> tuple[str, list[Callable[[Any], Any]]]:
-    cache_key = (table.name, keys, ignore)  # system tables: one shape per name
-    if cache_key not in _UNNEST:
-        arrays, selected, converters = [], [], []
-        for i, key in enumerate(keys):
-            column = table.c[key]
-            if isinstance(column.type, JSON):
-                arrays.append(f"CAST(:p{i} AS TEXT[])")
-                selected.append(f"CAST(v.c{i} AS JSON)")
-                converters.append(lambda value: None if value is None else json.dumps(value))
-            else:
-                arrays.append(f"CAST(:p{i} AS {column.type.compile(dialect=dialect)}[])")
-                selected.append(f"v.c{i}")
-                process = column.type.bind_processor(dialect)
-                converters.append((lambda value, p=process: None if value is None else p(value)) if process else (lambda value: value))
-        names = ", ".join(f"c{i}" for i in range(len(keys)))
-        sql = (
-            f"INSERT INTO {table.name} ({', '.join(keys)}) SELECT {', '.join(selected)} "
-            f"FROM unnest({', '.join(arrays)}) AS v({names})" + (" ON CONFLICT DO NOTHING" if ignore else "")
-        )
-        _UNNEST[cache_key] = (sql, converters)
-    return _UNNEST[cache_key]
+def _plain(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the engine stores aware UTC times only")
+        return value.isoformat()
+    if isinstance(value, dt.date | Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+@functools.lru_cache(maxsize=64)
+def _json_insert(table: Table, keys: tuple[str, ...], ignore: bool, dialect: Any) -> str:
+    types = ", ".join(f"{k} {table.c[k].type.compile(dialect=dialect)}" for k in keys)
+    conflict = " ON CONFLICT DO NOTHING" if ignore else ""
+    columns = ", ".join(keys)
+    return f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM json_to_recordset(CAST(:rows AS JSON)) AS v({types}){conflict}"
+
 
 def of(conn: Connection) -> Deferred | None:
     return conn.info.get(KEY)

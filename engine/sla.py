@@ -558,25 +558,22 @@ def _claim_params(clock: Mapping[str, Any], after: Mapping[str, Any]) -> dict[st
 @functools.lru_cache(maxsize=4)
 def _claim_many(table: Table) -> Callable[[Connection, list[dict[str, Any]]], None]:
     """The claims of a batch (engine/deferred.py): on PostgreSQL one UPDATE joined to the rows,
-    passed as arrays (one statement text, prepared once; ``id = ANY`` keeps the plan on the
-    batch's rows even when the table's statistics say it is empty); on SQLite (in process, no
-    round trips) the claim executed for each row."""
+    passed as one JSON parameter (``id = ANY`` keeps the plan on the batch's rows even when the
+    table's statistics say it is empty); on SQLite (in process, no round trips) the claim
+    executed for each row."""
     claims = text(
         f"UPDATE {table.name} AS c SET breached_at = v.new_breached, escalation_level = v.new_level, "
-        "next_check_at = v.new_next FROM unnest(CAST(:ids AS BIGINT[]), CAST(:old_levels AS INTEGER[]), "
-        "CAST(:old_starts AS TIMESTAMPTZ[]), CAST(:new_breached AS TIMESTAMPTZ[]), CAST(:new_levels AS INTEGER[]), "
-        "CAST(:new_next AS TIMESTAMPTZ[])) AS v(id, old_level, old_start, new_breached, new_level, new_next) "
-        "WHERE c.id = ANY(CAST(:ids AS BIGINT[])) AND c.id = v.id AND c.escalation_level = v.old_level AND c.started_at = v.old_start "
-        "AND c.met_at IS NULL AND c.paused_at IS NULL"
+        "next_check_at = v.new_next FROM json_to_recordset(CAST(:rows AS JSON)) AS v(clock_id BIGINT, "
+        "old_level INTEGER, old_start TIMESTAMPTZ, new_breached TIMESTAMPTZ, new_level INTEGER, new_next TIMESTAMPTZ) "
+        "WHERE c.id = ANY(CAST(:ids AS BIGINT[])) AND c.id = v.clock_id AND c.escalation_level = v.old_level "
+        "AND c.started_at = v.old_start AND c.met_at IS NULL AND c.paused_at IS NULL"
     )
-    keys = {"ids": "clock_id", "old_levels": "old_level", "old_starts": "old_start", "new_breached": "new_breached",
-            "new_levels": "new_level", "new_next": "new_next"}  # fmt: skip
 
     def write_all(conn: Connection, rows: list[dict[str, Any]]) -> None:
         if conn.dialect.name != "postgresql":
             conn.execute(_claim_statement(table).statement, rows)
             return
-        conn.execute(claims, {name: [r[key] for r in rows] for name, key in keys.items()})
+        conn.execute(claims, {"rows": deferred.as_json(rows), "ids": [r["clock_id"] for r in rows]})
 
     return write_all
 
