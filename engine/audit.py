@@ -38,15 +38,31 @@ def record_change(
     conn: Connection, audit: Table, *, app: str, entity: str, record_id: int, action: str, actor: Actor,
     at: dt.datetime, changes: Mapping[str, Any], comment: str | None = None,
 ) -> None:  # fmt: skip
-    row = {
+    write(conn, audit, [entry(app=app, entity=entity, record_id=record_id, action=action, actor=actor, at=at, changes=changes, comment=comment)])
+
+
+def entry(
+    *, app: str, entity: str, record_id: int, action: str, actor: Actor, at: dt.datetime, changes: Mapping[str, Any],
+    comment: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """One entry as a row of ``kiln_audit`` (to write now or with others, :func:`write`)."""
+    return {
         "app": app, "entity": entity, "record_id": record_id, "action": action, "actor_id": actor.id,
         "actor": actor.username, "at": at, "changes": dict(changes), "rule": actor.rule, "comment": comment,
     }  # fmt: skip
+
+
+def write(conn: Connection, audit: Table, entries: list[dict[str, Any]]) -> None:
+    """Write entries in the order given: one statement for all of them (the rules of one event
+    hold theirs until they write the record, engine/rules.py)."""
     batch = deferred.of(conn)
     if batch is not None:  # a time-scan batch: one insert at its end (engine/deferred.py)
-        batch.insert(audit, row)
-        return
-    _insert(audit).execute(conn, row)
+        for row in entries:
+            batch.insert(audit, row)
+    elif len(entries) == 1:
+        _insert(audit).execute(conn, entries[0])
+    else:
+        _insert(audit).execute_many(conn, entries)
 
 
 @functools.lru_cache(maxsize=4)

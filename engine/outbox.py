@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine import assignment, audit, deferred, settings, surveys
+from engine import assignment, deferred, settings, surveys
 from engine.actors import SYSTEM
 from engine.db import Prepared
 from engine.expressions.durations import parse_duration
@@ -293,8 +293,4 @@ def _enqueue(scope: Scope, channel: str, recipient: str, payload: Mapping[str, A
 
 
 def _audit(scope: Scope, action: str, comment: str) -> None:
-    records = scope.records
-    audit.record_change(
-        scope.conn, records.schema.system["kiln_audit"], app=records.app.name, entity=scope.entity.name,
-        record_id=scope.record["id"], action=action, actor=scope.actor, at=scope.now, changes={}, comment=comment,
-    )  # fmt: skip
+    scope.audit(action, {}, comment)

@@ -311,10 +311,14 @@ class Records:
         """The audit entry of one change of ``names`` from ``before`` to ``after``."""
         audit.record_change(
             conn, self.schema.system["kiln_audit"], app=self.app.name, entity=entity.name, record_id=after["id"],
-            action=action, actor=actor, at=now,
-            changes=audit.diff(self._audit_view(conn, entity, before), self._audit_view(conn, entity, after), names),
-            comment=comment,
+            action=action, actor=actor, at=now, changes=self.audit_changes(conn, entity, before, after, names), comment=comment,
         )  # fmt: skip
+
+    def audit_changes(
+        self, conn: Connection, entity: Entity, before: Mapping[str, Any], after: Mapping[str, Any], names: list[str]
+    ) -> dict[str, list[Any]]:  # fmt: skip
+        """``{field: [before, after]}`` of the ``names`` that changed, as the trail shows them."""
+        return audit.diff(self._audit_view(conn, entity, before, names), self._audit_view(conn, entity, after, names), names)
 
     def write_staged(
         self, conn: Connection, entity: Entity, before: dict[str, Any], record: dict[str, Any], actor: Actor, now: dt.datetime
@@ -394,18 +398,18 @@ class Records:
     def _audited_fields(self, entity: Entity) -> list[str]:
         return ["number", "state", *[f.name for f in entity.fields]]
 
-    def _audit_view(self, conn: Connection, entity: Entity, record: Mapping[str, Any]) -> dict[str, Any]:
-        """The record as the audit trail shows it: users by name."""
-        view = dict(record)
-        user_fields = [f for f in entity.fields if f.type == "user"]
+    def _audit_view(self, conn: Connection, entity: Entity, record: Mapping[str, Any], names: list[str] | None = None) -> dict[str, Any]:
+        """The record (or its fields ``names``) as the audit trail shows it: users by name."""
+        view = dict(record) if names is None else {n: record.get(n) for n in names}
+        user_fields = [f for f in entity.fields if f.type == "user" and f.name in view]
         ids = {v for f in user_fields for v in _as_list(record.get(f.name)) if v is not None}
-        names = self.users.usernames(conn, ids)
+        usernames = self.users.usernames(conn, ids)
         for f in user_fields:
             value = record.get(f.name)
-            view[f.name] = [names.get(v) for v in value] if isinstance(value, list) else names.get(value)
+            view[f.name] = [usernames.get(v) for v in value] if isinstance(value, list) else usernames.get(value)
         for f in entity.fields:
-            if f.is_computed:
-                view[f.name] = trim_decimal(view.get(f.name))
+            if f.is_computed and f.name in view:
+                view[f.name] = trim_decimal(view[f.name])
         return view
 
 

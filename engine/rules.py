@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from engine import assignment, outbox, tags
+from engine import assignment, audit, outbox, tags
 from engine.actors import SYSTEM, Actor
 from engine.cron import cron_matches, cron_sets
 from engine.errors import Conflict, DefinitionError, RecordError, ValidationFailed
@@ -191,6 +191,7 @@ class Pending:
 
     before: dict[str, Any] | None = None
     rules: list[str] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)  # the rules' audit entries, in order
 
     def stage(self, record: dict[str, Any], rule: str) -> None:
         if self.before is None:
@@ -204,7 +205,10 @@ def write_pending(
     now: dt.datetime,
 ) -> dict[str, Any]:  # fmt: skip
     """Write the staged changes as one update (whose events fire the rules again, one level
-    deeper in the chain); returns the record as written."""
+    deeper in the chain), after the audit entries the rules held; returns the record as written."""
+    if pending.entries:
+        entries, pending.entries = pending.entries, []
+        audit.write(conn, records.schema.system["kiln_audit"], entries)
     if pending.before is None:
         return record
     before, names = pending.before, list(pending.rules)
@@ -280,10 +284,23 @@ class Scope:
         names = [f.name for f in self.entity.fields if after.get(f.name) != self.record.get(f.name)]
         if not names:
             return False
-        records.audit_update(self.conn, self.entity, self.record, after, names, self.actor, self.now)
+        self.audit("update", records.audit_changes(self.conn, self.entity, self.record, after, names))
         self.pending.stage(self.record, self.rule.name)
         self.record = after
         return False
+
+    def audit(self, action: str, changes: Mapping[str, Any], comment: str | None = None) -> None:
+        """An audit entry of the rule's record naming the rule. While an event's rules run it is
+        held with their staged changes and written with them, in order, by one statement."""
+        records = self.records
+        entry = audit.entry(
+            app=records.app.name, entity=self.entity.name, record_id=self.record["id"], action=action, actor=self.actor,
+            at=self.now, changes=changes, comment=comment,
+        )  # fmt: skip
+        if self.pending is not None:
+            self.pending.entries.append(entry)
+        else:
+            audit.write(self.conn, records.schema.system["kiln_audit"], [entry])
 
     @property
     def actor(self) -> Actor:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine import audit, deferred
+from engine import deferred
 from engine.db import TRANSACTION_SCOPED
 from engine.model import Action, Entity
 
@@ -230,8 +230,4 @@ def action_unmark(scope: Scope, color: Any) -> bool:
 
 
 def _audit(scope: Scope, action: str, changes: dict[str, Any]) -> None:
-    records = scope.records
-    audit.record_change(
-        scope.conn, records.schema.system["kiln_audit"], app=records.app.name, entity=scope.entity.name,
-        record_id=scope.record["id"], action=action, actor=scope.actor, at=scope.now, changes=changes,
-    )  # fmt: skip
+    scope.audit(action, changes)

@@ -22,8 +22,8 @@ from engine.db import Prepared, UTCDateTime
 
 from .compiled import Compiled, SqlContext
 from .dialect import TypedParameter
-from .nodes import Call, Count, FieldRef, UserRef, walk
 from .evaluate import normalise, seconds
+from .nodes import Call, Count, FieldRef, UserRef, walk
 
 # Functions whose SQL binds the time or the user of the call: no statement fits every call.
 CALL_DEPENDENT = frozenset({"now", "today", "hours_since", "has_role", "in_team"})
