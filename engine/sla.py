@@ -486,8 +486,9 @@ def _fire_batch(
     fired = []
     table = _table(records)
     with deferred.deferring(conn) as batch:
-        marks = records.schema.system["kiln_marks"]
-        batch.preload_marks(conn, marks, records.app.name, entity.name, [c["record_id"] for c, _, _, _ in work])
+        if any(level is not None and any(a.kind == "mark" for a in level.rule.actions) for _, _, due, _ in work for _, _, level in due):
+            marks = records.schema.system["kiln_marks"]
+            batch.preload_marks(conn, marks, records.app.name, entity.name, [c["record_id"] for c, _, _, _ in work])
         claim = _claim_statement(table)
         for clock, record, due, after in work:
             clock[_DONE] = True
