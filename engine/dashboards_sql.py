@@ -3,16 +3,15 @@
 Each card reads the SELECT of its list (row scope, filters, ``where``) with other columns: a
 count, a sum, an average of a duration (epoch seconds, as the expression language computes
 them), an exact nearest-rank percentile (window functions: the row numbered ceil(p * n / 100)
-in duration order, on both SQLite and PostgreSQL), groups, trend buckets whose bounds are local
-midnights (hours, Mondays, first days of months) of the app's timezone turned into UTC instants,
-and SLA clocks. Links and users group by their id and are labelled afterwards.
+in duration order, on both SQLite and PostgreSQL), groups, and SLA clocks; trends are in
+:mod:`engine.dashboards_trends`. Links and users group by their id and are labelled afterwards;
+a path through a link (``device.line``) is grouped by the link's id and named after. Where the
+daily rollup (:mod:`engine.rollups`) answers a card for the user, it is read instead of the rows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -21,23 +20,19 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import True_
 from sqlalchemy.sql.functions import FunctionElement
 
-from engine import exports, kpis, rollups
+from engine import dashboards_trends, exports, rollups
 from engine.actors import Actor
 from engine.errors import Loc
 from engine.expressions import SqlContext, compile_expression
 from engine.expressions.dialect import Epoch
-from engine.expressions.durations import parse_duration
 from engine.model import Card, Entity
 from engine.queries import BadQuery
-from engine.tables import entered_column
 
 if TYPE_CHECKING:
     from engine.dashboards import Dashboards, Drill, Figure, PathInfo
 
 UNIT = {"count": "count", "sum": "number", "avg": "number", "ratio": "ratio", "avg_duration": "seconds",
         "percentile_duration": "seconds", "top": "count", "trend": "count", "breaches": "count", "list": "count"}  # fmt: skip
-BUCKETS = {"hour": 3600, "day": 86400, "week": 7 * 86400, "month": 30 * 86400}
-DEFAULT_LAST = {"hour": "24h", "day": "30d", "week": "84d", "month": "365d"}
 
 
 class Seconds(FunctionElement):
@@ -375,88 +370,7 @@ class CardQuery:
     # -- trend ---------------------------------------------------------------------------------
 
     def card_trend(self, card: Card, figure: Figure) -> None:
-        from engine.dashboards import Point
-
-        by = str(card.option("by", "day"))
-        last = parse_duration(str(card.option("last", DEFAULT_LAST[by])))
-        count = max(1, math.ceil(last.total_seconds() / BUCKETS[by])) if last else 30
-        tz = self.records.timezone
-        bounds = buckets(self.now, tz, by, count)
-        metric = str(card.option("metric", "created_count"))
-        figure.extra.update(metric=metric, by=by)
-        values, drills = getattr(self, f"trend_{metric}")(figure.drill, bounds)
-        figure.series = [Point(b.astimezone(tz).isoformat(), bucket_label(b.astimezone(tz), by), v, d)
-                         for b, v, d in zip(bounds, values, drills, strict=False)]  # fmt: skip
-        figure.value = values[-1] if metric == "open_count" else sum(values)
-
-    def _range_counts(self, drill: Drill, column: Any, edges: list[dt.datetime], open_end: bool = False) -> list[int]:
-        """The drill's records with ``column`` in each ``[edges[i], edges[i + 1])`` (and, with
-        ``open_end``, one more count from the last edge on): one statement of a count per range,
-        each an index range of its own, where grouping by a computed bucket would sort every row."""
-        count = self.select(drill, func.count())
-        ranges = [count.where(column >= a, column < b) for a, b in zip(edges, edges[1:], strict=False)]
-        if open_end:
-            ranges.append(count.where(column >= edges[-1]))
-        if not ranges:
-            return []
-        return list(self.conn.execute(select(*(r.scalar_subquery() for r in ranges))).one())
-
-    def _finals(self) -> list[str]:
-        return kpis.final_states(self.entity)
-
-    def trend_created_count(self, base: Drill, bounds: list[dt.datetime]) -> tuple[list[int], list[Drill]]:
-        counts = self._range_counts(base, self.table.c.created_at, bounds)
-        drills = [base.and_where(f'created_at >= "{_iso(a)}" and created_at < "{_iso(b)}"') for a, b in zip(bounds, bounds[1:], strict=False)]
-        return counts, drills
-
-    def trend_closed_count(self, base: Drill, bounds: list[dt.datetime]) -> tuple[list[int], list[Drill]]:
-        totals = [0] * (len(bounds) - 1)
-        for state in self._finals():
-            column = self.table.c[entered_column(state)]
-            counts = self._range_counts(base.and_where(f"state == {json.dumps(state)}"), column, bounds)
-            totals = [t + n for t, n in zip(totals, counts, strict=True)]
-        drills = [base.and_where(self._closed_between(a, b)) for a, b in zip(bounds, bounds[1:], strict=False)]
-        return totals, drills
-
-    def _closed_between(self, start: dt.datetime | None, end: dt.datetime) -> str:
-        parts = []
-        for state in self._finals():
-            col = entered_column(state)
-            since = f' and {col} >= "{_iso(start)}"' if start else ""
-            parts.append(f'(state == {json.dumps(state)}{since} and {col} < "{_iso(end)}")')
-        return " or ".join(parts)
-
-    def trend_open_count(self, base: Drill, bounds: list[dt.datetime]) -> tuple[list[int], list[Drill]]:
-        """Open at the end ``e`` of each bucket (at ``now`` for the current one): created before
-        ``e`` and not in a final state entered before ``e``. A record enters a state no earlier
-        than it was created (engine/records.py), so a record closed before ``e`` was created
-        before it, and
-
-            open(e) = records created before e - records in a final state entered before e
-                    = open now + in a final state with no entered time
-                      - created since e + in a final state entered since e
-
-        where every term past the first reads an index range from ``e`` on (the first is the
-        backlog, an index range of the open states): four small reads, not a pass over every
-        record created before ``e``."""
-        ends = [min(b, self.now) for b in bounds[1:]]
-        finals = self._finals()
-        wf = self.entity.workflow
-        open_states = [s.name for s in wf.states if not s.final] if wf else []
-        open_now = self.conn.execute(
-            self.select(base.and_where(f"state in {json.dumps(open_states, ensure_ascii=False)}"), func.count())
-        ).scalar_one()  # fmt: skip
-        created_since = _suffix_sums(self._range_counts(base, self.table.c.created_at, ends, open_end=True))
-        closed_since = [0] * len(ends)
-        for state in finals:
-            column = self.table.c[entered_column(state)]
-            in_state = base.and_where(f"state == {json.dumps(state)}")
-            open_now += self.conn.execute(self.select(in_state, func.count()).where(column.is_(None))).scalar_one()
-            since = _suffix_sums(self._range_counts(in_state, column, ends, open_end=True))
-            closed_since = [a + b for a, b in zip(closed_since, since, strict=True)]
-        values = [open_now - created + closed for created, closed in zip(created_since, closed_since, strict=True)]
-        drills = [base.and_where(f'created_at < "{_iso(e)}" and not ({self._closed_between(None, e)})') for e in ends]
-        return values, drills
+        dashboards_trends.card_trend(self, card, figure)
 
     # -- breaches ------------------------------------------------------------------------------
 
@@ -537,44 +451,6 @@ def _sum(values: Any) -> Any:
     """The sum of the non-null values; None when there are none (SQL's ``sum``)."""
     present = [v for v in values if v is not None]
     return sum(present[1:], present[0]) if present else None
-
-
-def buckets(now: dt.datetime, tz: Any, by: str, count: int) -> list[dt.datetime]:
-    """``count + 1`` bounds (UTC) of the last ``count`` buckets, the last one holding ``now``:
-    local hours, days, weeks (from Monday) or months of ``tz``."""
-    local = now.astimezone(tz)
-    if by == "hour":  # real hours, counted in UTC (a DST day has 23 or 25 of them)
-        current = local.replace(minute=0, second=0, microsecond=0).astimezone(dt.UTC)
-        return [current - dt.timedelta(hours=count - 1 - i) for i in range(count + 1)]
-    day = local.date()
-    if by == "day":
-        days = [day - dt.timedelta(days=count - 1 - i) for i in range(count + 1)]
-    elif by == "week":
-        monday = day - dt.timedelta(days=day.weekday())
-        days = [monday - dt.timedelta(weeks=count - 1 - i) for i in range(count + 1)]
-    else:
-        months = [(day.year * 12 + day.month - 1) - (count - 1 - i) for i in range(count + 1)]
-        days = [dt.date(m // 12, m % 12 + 1, 1) for m in months]
-    return [dt.datetime.combine(d, dt.time(0), tzinfo=tz).astimezone(dt.UTC) for d in days]
-
-
-def _iso(moment: dt.datetime | None) -> str:
-    assert moment is not None
-    return moment.astimezone(dt.UTC).isoformat()
-
-
-def bucket_label(start: dt.datetime, by: str) -> str:
-    """A bucket by its local start: ``03-04 10:00``, ``2026-03-04``, ``2026-03``."""
-    return {"hour": start.strftime("%m-%d %H:00"), "month": start.strftime("%Y-%m")}.get(by, start.date().isoformat())
-
-
-def _suffix_sums(counts: list[int]) -> list[int]:
-    """Per range of ``counts`` (the last one open-ended): the count from that range's start on."""
-    out, total = [], 0
-    for n in reversed(counts):
-        total += n
-        out.append(total)
-    return out[::-1]
 
 
 def _rate(part: int, whole: int) -> float | None:

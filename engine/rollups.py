@@ -49,7 +49,8 @@ if TYPE_CHECKING:
     from engine.records import Records
     from engine.rules import Change
 
-CARD_TYPES = frozenset({"count", "top", "sum", "avg", "avg_duration"})
+CARD_TYPES = frozenset({"count", "top", "sum", "avg", "avg_duration", "trend"})
+TREND_METRICS = frozenset({"created_count", "open_count"})  # records by day of creation
 DIMENSION_TYPES = frozenset({"select", "link", "user", "boolean", "team"})
 SUM_TYPES = frozenset({"integer", "rating", "decimal"})
 DATETIMES = ("created_at", "updated_at")
@@ -168,6 +169,9 @@ def card_measure(entity: Entity, card: Card) -> Measure | None:
         return None
     if card.type in ("count", "top"):
         return Measure("")
+    if card.type == "trend":  # buckets of whole local days: the records created per day
+        by, metric = card.option("by", "day"), card.option("metric", "created_count")
+        return Measure("") if by != "hour" and metric in TREND_METRICS else None
     if card.type == "avg_duration":
         start, end = str(card.option("from")), str(card.option("to"))
         if not (_datetime(entity, start) and _datetime(entity, end)):
@@ -318,6 +322,23 @@ class Plan:
                 out[group_value][1] += int(total)
         return [(k, n, total) for k, (n, total) in out.items() if n]
 
+    def days(self, conn: Connection, table: Any, since: dt.date) -> dict[dt.date, int]:
+        """The records allowed per local day of creation, from ``since`` on (a trend's buckets)."""
+        where = [table.c.app == self.rollup.app, table.c.entity == self.rollup.entity, table.c.measure == self.measure.name,
+                 table.c.day >= max(since, self.low) if self.low else table.c.day >= since]  # fmt: skip
+        if self.high is not None:
+            where.append(table.c.day < self.high)
+        out: dict[dt.date, int] = defaultdict(int)
+        if not self.allowed:
+            for day, n in conn.execute(select(table.c.day, func.sum(table.c.n)).where(*where).group_by(table.c.day)):
+                out[day] += int(n)
+            return out
+        for day, key, n in conn.execute(select(table.c.day, table.c.key, table.c.n).where(*where)):
+            values = json.loads(key)
+            if all(values[i] in allowed for i, allowed in self.allowed.items()):
+                out[day] += int(n)
+        return out
+
 
 def plan_for(records: Records, conn: Connection, entity: Entity, card: Card, where: str | None,
              filters: tuple[tuple[str, tuple[str, ...]], ...], now: dt.datetime) -> Plan | None:  # fmt: skip
@@ -334,6 +355,7 @@ def plan_for(records: Records, conn: Connection, entity: Entity, card: Card, whe
         f = entity.field(name)
         if name not in rollup.dimensions or f is None:
             return None
+        raw = raw[-1:] if f.type == "boolean" else raw  # the list reads a boolean's last value (Drill.spec)
         try:
             values = [parse(f, v, records.timezone) for v in raw]
         except BadValue:

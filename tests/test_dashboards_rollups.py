@@ -29,8 +29,10 @@ from tests.test_dashboards import DEFINITION, NOW, USERS, at, build
 MANAGER = "mia"
 ROOT = Path(__file__).resolve().parent.parent
 # the measures of the cards the rollup answers here: tickets and top_sites (records), cost, secret,
-# by_line (created -> closed), csat (rating), frt (created -> dispatched)
-ROLLED = sorted(["", "", "cost", "secret", "created_at>entered_closed_at", "rating", "created_at>entered_dispatched_at"])
+# by_line (created -> closed), csat (rating), frt (created -> dispatched); the records per day of
+# the created and backlog_trend trends
+ROLLED = sorted(["", "", "cost", "secret", "created_at>entered_closed_at", "rating", "created_at>entered_dispatched_at",
+                 "days", "days"])  # fmt: skip
 
 
 @pytest.fixture
@@ -68,13 +70,18 @@ def figures(service: Dashboards, who: Actor, query: dict | None = None, now: dt.
 def served(monkeypatch) -> list[str]:
     """The cards the rollup answered (by entity and measure), in order."""
     seen: list[str] = []
-    rows = rollups.Plan.rows
+    rows, days = rollups.Plan.rows, rollups.Plan.days
 
-    def spy(self: rollups.Plan, *args: Any) -> Any:
+    def spy_rows(self: rollups.Plan, *args: Any) -> Any:
         seen.append(self.measure.name)
         return rows(self, *args)
 
-    monkeypatch.setattr(rollups.Plan, "rows", spy)
+    def spy_days(self: rollups.Plan, *args: Any) -> Any:
+        seen.append("days")
+        return days(self, *args)
+
+    monkeypatch.setattr(rollups.Plan, "rows", spy_rows)
+    monkeypatch.setattr(rollups.Plan, "days", spy_days)
     return seen
 
 
