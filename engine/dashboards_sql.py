@@ -173,7 +173,6 @@ class CardQuery:
         plan = self.rollup_plan(card, drill)
         if plan is None:
             return None
-        self.select(drill, func.count())  # the list's own checks (hidden fields, filter values): the same errors
         path = card.option("group_by")
         if path:
             self.value(str(path))
@@ -194,6 +193,7 @@ class CardQuery:
         plan = rollups.plan_for(self.records, self.conn, self.entity, card, drill.where, drill.filters, self.now)
         if plan is None or self.entity.name in rollups.stale(self.conn, self.records.schema, self.records.app):
             return None
+        self.select(drill, func.count())  # the list's own checks (hidden fields, filter values): the same errors
         return plan
 
     def _group_key(self, key: Any, drill: Drill) -> Any:

@@ -302,3 +302,21 @@ def test_migrate_rollups_recounts_rows_written_outside(desk, tmp_path) -> None:
     cards = figures(Dashboards(records), mia)
     assert [(g["key"], g["value"]) for g in cards["tickets"]["groups"]] == [("net", 5.0)]
     assert cards == figures(Dashboards(records, use_rollups=False), mia)
+
+
+def test_a_field_hidden_from_a_role_that_reads_every_row_is_refused_as_from_the_rows(
+    db_url, write_definitions, open_instance, monkeypatch, served
+) -> None:
+    hidden = DEFINITION.replace("      manager: {read: all}\n    sla:", "      manager: {read: all, hide: [cost, category]}\n    sla:")
+    assert hidden != DEFINITION
+    instance = open_instance(write_definitions({"desk/app.yaml": hidden}), db_url)
+    api = make_api(instance, USERS, app="desk")
+    monkeypatch.setattr("engine.records.utcnow", lambda: NOW)
+    build(api)
+    records = instance.records("desk")
+    mia = actor(api, MANAGER)
+    ops = records.app.dashboards[0]
+    cards = {f.name: f for f in Dashboards(records).compute(ops, mia, Filters.parse(ops, {"category": ["hw"]}), now=NOW)}
+    assert cards["cost"].error and cards["cost"].value is None  # a hidden field is never summed
+    assert cards["created"].error and cards["tickets"].error  # nor filtered on
+    assert cards["by_line"].value is None and served == []
