@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from engine import approvals, audit, outbox, permissions, queries, rollups, rules, sla, tags
 from engine.actors import Actor
 from engine.db import Prepared, write
-from engine.errors import Forbidden, NotFound, StaleVersion, ValidationFailed, did_you_mean
+from engine.errors import Conflict, Forbidden, NotFound, StaleVersion, ValidationFailed, did_you_mean
 from engine.messages import Msg
 from engine.model import Entity, Expr
 from engine.numbering import NumberFormat, make_number
@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from engine.instance import Instance
 
 READONLY_SYSTEM = frozenset(SYSTEM_COLUMNS)
+
+
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back.
+RETRYABLE = frozenset({"40P01", "40001"})
 
 
 def utcnow() -> dt.datetime:
@@ -188,7 +192,9 @@ class Records:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """A write transaction; unique-constraint races surface as a validation error."""
+        """A write transaction; unique-constraint races surface as a validation error, and a
+        deadlock PostgreSQL broke (two changes locking the same rows in opposite order, e.g.
+        dashboard rollup counters) as a conflict to try again: rolled back, never a 500."""
         try:
             with write(self.instance.engine) as conn:
                 try:
@@ -197,6 +203,10 @@ class Records:
                     queued = conn.info.pop(outbox.QUEUED, False)
         except IntegrityError as exc:
             raise ValidationFailed("a value must be unique but is already used", _unique_fields(exc)) from None
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) not in RETRYABLE:
+                raise
+            raise Conflict("the change met a concurrent one and was not made; try again") from None
         if queued:  # committed with notifications: wake the deliverer (engine/jobs.py)
             self.instance.outbox_committed()
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from engine.actors import SYSTEM, Actor
-from engine.errors import Forbidden, NotFound, StaleVersion, ValidationFailed
+from engine.errors import Conflict, Forbidden, NotFound, StaleVersion, ValidationFailed
 from engine.queries import BadQuery
 from tests.conftest import add_user
 
@@ -294,3 +294,34 @@ def test_decimals_beyond_the_column_are_refused(repair, value):
         records.create("ticket", {"summary": "a", "device": device["id"], "est_cost": value}, SYSTEM, now=NOW)
     assert set(info.value.fields) == {"est_cost"}
     _assert_no_tickets(instance)
+
+
+def test_a_deadlock_the_database_breaks_is_a_conflict_to_retry(repair):
+    """Two changes locking the same rows in opposite order: PostgreSQL aborts one of them; the
+    caller gets a 409 conflict (engine.errors.Conflict), not a 500, and nothing of it is kept."""
+    instance, records, device, users = repair
+    if instance.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite lets one writer in at a time: no deadlock to break")
+    other = records.create("device", {"code": "D2", "name": "二号机"}, SYSTEM)
+    table = records.tables(records.entity("device")).main
+    ready = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def change(first: int, second: int) -> None:
+        try:
+            with records.transaction() as conn:
+                conn.execute(table.update().where(table.c.id == first).values(name=f"by {first}"))
+                ready.wait(timeout=10)
+                conn.execute(table.update().where(table.c.id == second).values(name=f"by {first}"))
+            outcomes.append("done")
+        except Conflict as exc:
+            outcomes.append(f"conflict: {exc.message}")
+
+    threads = [threading.Thread(target=change, args=pair) for pair in ((device["id"], other["id"]), (other["id"], device["id"]))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(outcomes) == ["conflict: the change met a concurrent one and was not made; try again", "done"]
+    names = {records.get("device", i, SYSTEM)["name"] for i in (device["id"], other["id"])}
+    assert len(names) == 1  # the rows hold the surviving change's values only
