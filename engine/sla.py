@@ -493,13 +493,8 @@ def _fire_batch(
         for clock, record, due, after in work:
             clock[_DONE] = True
             batch.add(claim.statement, _claim_params(clock, after), _claim_many(table))
-            for at, _, level in sorted(due, key=lambda d: (d[0], d[1])):
-                what = "breached" if level is None else f"level {level.number}"
-                fired.append(Fired(records.app.name, entity.name, clock["record_id"], clock["name"], what, at))
-                if level is None:
-                    _audit_breach(records, conn, entity, clock, now)
-                else:
-                    loaded[clock["record_id"]] = _escalate(records, conn, entity, clock, record, level, now)
+            done, loaded[clock["record_id"]] = _run_levels(records, conn, entity, clock, record, due, now)
+            fired.extend(done)
     return fired
 
 
@@ -518,6 +513,15 @@ def _fire(
         return [], record
     if not _claim(records, conn, clock, after):
         return [], record
+    return _run_levels(records, conn, entity, clock, record, due, now)
+
+
+def _run_levels(
+    records: Records, conn: Connection, entity: Entity, clock: dict[str, Any], record: dict[str, Any], due: list[Any],
+    now: dt.datetime,
+) -> tuple[list[Fired], dict[str, Any]]:  # fmt: skip
+    """The claimed instants of one clock in time order: a breach's audit entry, a level's
+    actions; what fired and the record as the actions left it."""
     fired = []
     for at, _, level in sorted(due, key=lambda d: (d[0], d[1])):
         what = "breached" if level is None else f"level {level.number}"

@@ -7,6 +7,7 @@ the test, so parallel workers never see each other's tables.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import textwrap
 import uuid
@@ -76,6 +77,14 @@ def open_instance(tmp_path: Path):
     yield open_
     for instance in opened:
         instance.close()
+
+
+def service_clock(monkeypatch: pytest.MonkeyPatch, start: dt.datetime) -> list[dt.datetime]:
+    """Fix the records service's and the workflow's clock at ``start``; set ``clock[0]`` to move it."""
+    now = [start]
+    monkeypatch.setattr("engine.records.utcnow", lambda: now[0])
+    monkeypatch.setattr("engine.workflow._utcnow", lambda: now[0])
+    return now
 
 
 def add_user(instance, username: str, app: str, roles: list[str] = (), teams: list[str] = (), admin: bool = False) -> int:

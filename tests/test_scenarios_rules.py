@@ -11,7 +11,7 @@ import pytest
 
 from apps.web import create_app
 from engine import accounts
-from tests.conftest import add_user
+from tests.conftest import add_user, service_clock
 from tests.test_api_support import Api
 
 pytestmark = pytest.mark.anyio
@@ -33,10 +33,7 @@ def anyio_backend() -> str:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[dt.datetime]:
     """The records service's clock: set ``clock[0]``."""
-    now = [DAY]
-    monkeypatch.setattr("engine.records.utcnow", lambda: now[0])
-    monkeypatch.setattr("engine.workflow._utcnow", lambda: now[0])
-    return now
+    return service_clock(monkeypatch, DAY)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 
 from apps.web import create_app
 from engine import accounts, scan, sla
-from tests.conftest import add_user
+from tests.conftest import add_user, service_clock
 from tests.test_api_support import Api
 
 pytestmark = pytest.mark.anyio
@@ -43,10 +43,7 @@ def anyio_backend() -> str:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[dt.datetime]:
     """The records service's clock: set ``clock[0]``."""
-    now = [WEDNESDAY]
-    monkeypatch.setattr("engine.records.utcnow", lambda: now[0])
-    monkeypatch.setattr("engine.workflow._utcnow", lambda: now[0])
-    return now
+    return service_clock(monkeypatch, WEDNESDAY)
 
 
 def open_api(instance, users: dict[str, list[str]], app: str) -> Api:

@@ -22,7 +22,7 @@ from engine import accounts, migrations, packs, scan
 from engine.compiler import compile_definitions
 from engine.errors import DefinitionError
 from engine.instance import Instance
-from tests.conftest import add_user
+from tests.conftest import add_user, service_clock
 from tests.test_api_support import Api
 from tests.test_delivery_support import SMTPServer, free_port
 
@@ -42,10 +42,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[dt.datetime]:
-    now = [WEDNESDAY]
-    monkeypatch.setattr("engine.records.utcnow", lambda: now[0])
-    monkeypatch.setattr("engine.workflow._utcnow", lambda: now[0])
-    return now
+    return service_clock(monkeypatch, WEDNESDAY)
 
 
 @pytest.fixture
