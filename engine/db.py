@@ -201,6 +201,7 @@ class Prepared:
         self.statement = statement
         self.keys = keys
         self._compiled: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self._results: dict[str, tuple[list[str], list[Any]]] = {}
 
     def _for(self, conn: Connection) -> tuple[Any, dict[str, Any]]:
         name = conn.dialect.name
@@ -210,6 +211,25 @@ class Prepared:
             self._compiled[name] = (compiled, dict(compiled._bind_processors))
         return self._compiled[name]
 
+    def dicts(self, conn: Connection, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """The rows of a SELECT as dicts of typed values (aware datetimes, decimals, booleans):
+        each column's result processor, as ``conn.execute`` would apply it."""
+        dialect = conn.dialect
+        result = self.execute(conn, params)
+        if dialect.name not in self._results:  # the driver's column types: PostgreSQL's numerics need them
+            columns = list(self.statement.selected_columns)
+            types = [d[1] for d in result.description]
+            processors = [c.type.dialect_impl(dialect).result_processor(dialect, t) for c, t in zip(columns, types, strict=True)]
+            self._results[dialect.name] = ([c.key for c in columns], processors)
+        keys, processors = self._results[dialect.name]
+        rows = result.rows
+        if not any(processors):
+            return [dict(zip(keys, row, strict=True)) for row in rows]
+        return [
+            {key: value if process is None or value is None else process(value) for key, process, value in zip(keys, processors, row, strict=True)}
+            for row in rows
+        ]
+
     def execute(self, conn: Connection, params: dict[str, Any]) -> PreparedResult:
         compiled, processors = self._for(conn)
         arguments = self._arguments(compiled, processors, params)
@@ -217,7 +237,7 @@ class Prepared:
         try:
             cursor.execute(compiled.string, arguments)
             rows = cursor.fetchall() if cursor.description else []
-            return PreparedResult(rows, cursor.rowcount)
+            return PreparedResult(rows, cursor.rowcount, cursor.description)
         except conn.dialect.loaded_dbapi.Error as exc:
             # Raised as SQLAlchemy raises it (IntegrityError for a unique key ...), so callers
             # handle one family of errors whichever path ran the statement.
@@ -256,9 +276,10 @@ class Prepared:
 class PreparedResult:
     """The rows and row count of a Prepared statement (the few accessors the engine uses)."""
 
-    def __init__(self, rows: list[Any], rowcount: int) -> None:
+    def __init__(self, rows: list[Any], rowcount: int, description: Any = None) -> None:
         self.rows = rows
         self.rowcount = rowcount
+        self.description = description  # the driver's (name, type code, ...) per column
 
     def scalar(self) -> Any:
         return self.rows[0][0] if self.rows else None

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -31,7 +31,7 @@ from sqlalchemy import (
 
 from engine import permissions
 from engine.actors import Actor
-from engine.db import UTCDateTime
+from engine.db import Prepared, UTCDateTime
 from engine.errors import DefinitionError, Loc, RecordError
 from engine.expressions import SqlContext, compile_expression
 from engine.expressions.nodes import FieldRef, walk
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 COUNT_CAP = 10_000
 MAX_LIMIT = 500
+MAX_PAGE_SHAPES = 512  # list statements kept per app (Query._reused_page)
 
 
 class BadQuery(RecordError):
@@ -62,6 +63,20 @@ class ListSpec:
     before: str | None = None  # the page before this (value, id): the "previous" link
     columns: tuple[str, ...] | None = None  # the fields to read (None: all); id and the sort key always
     now: dt.datetime | None = None  # the instant ``now()``/``today()`` mean (None: the clock's now)
+
+
+class ColumnFilter(NamedTuple):
+    """``column IN (values)``; with no values, ``column IS NULL`` for a field's filter (an empty
+    value asked for), no row for the system columns' (e.g. a creator who does not exist)."""
+
+    column: str
+    values: list[Any]
+    empty_is_null: bool
+
+    def clause(self, column: Any, values: Any) -> ColumnElement[bool]:
+        if not self.values:
+            return column.is_(None) if self.empty_is_null else false()
+        return column.in_(values)
 
 
 @dataclass
@@ -120,9 +135,10 @@ def decode_cursor(cursor: str) -> list[Any]:
 class Query:
     def __init__(self, records: Records) -> None:
         self.records = records
-        # Link titles for actors who read every row: one statement per (entity, title columns),
-        # reused, so SQLAlchemy neither builds it nor computes its cache key per page.
-        self._title_statements: dict[tuple[str, tuple[str, ...]], Select] = {}
+        # Link titles for actors who read every row: one statement per (entity, title columns,
+        # number of ids), reused, so SQLAlchemy neither builds it nor runs it per page.
+        self._title_statements: dict[tuple[str, tuple[str, ...], int], Prepared] = {}
+        self._pages: dict[tuple[Any, ...], Prepared] = {}  # list statements by shape (_reused_page)
 
     # -- scope ---------------------------------------------------------------------------------
 
@@ -179,15 +195,20 @@ class Query:
         names = [n for n in names if n not in hidden]
         readable = self.read_clause(entity, actor)
         if readable is None:
-            key = (entity.name, tuple(names))
-            if key not in self._title_statements:
+            # The ids padded (with the last one) to a power of two, so a few statements with
+            # fixed IN lists serve every page.
+            size = max(8, 1 << (len(ids) - 1).bit_length())
+            key = (entity.name, tuple(names), size)
+            statement = self._title_statements.get(key)
+            if statement is None:
                 columns = (table.c.id, *(table.c[n] for n in names))
-                self._title_statements[key] = select(*columns).where(table.c.id.in_(bindparam("ids", expanding=True)))
-            result = conn.execute(self._title_statements[key], {"ids": ids})
+                marks = [bindparam(f"id{i}", type_=table.c.id.type) for i in range(size)]
+                statement = self._title_statements[key] = Prepared(select(*columns).where(table.c.id.in_(marks)))
+            padded = [*ids, *[ids[-1]] * (size - len(ids))] if ids else [0] * size
+            rows = statement.dicts(conn, {f"id{i}": v for i, v in enumerate(padded)})
         else:
-            result = conn.execute(select(table.c.id, *(table.c[n] for n in names)).where(table.c.id.in_(ids), readable))
+            rows = _dicts(conn.execute(select(table.c.id, *(table.c[n] for n in names)).where(table.c.id.in_(ids), readable)))
         users = [n for n in names if (f := entity.field(n)) is not None and f.type == "user"]
-        rows = _dicts(result)
         if users:
             found = self.records.users.usernames(conn, {r[n] for r in rows for n in users if r[n] is not None})
             for r in rows:
@@ -223,16 +244,9 @@ class Query:
     def _filter(self, conn: Connection, entity: Entity, name: str, raw: Any, hidden: set[str]) -> ColumnElement[bool]:
         tables = self.records.tables(entity)
         table = tables.main
-        if name in ("state", "number", "id", "created_by"):
-            values = raw if isinstance(raw, list) else [raw]
-            if name == "id":  # a non-number would reach PostgreSQL as a bigint and fail there
-                try:
-                    values = [int(v) for v in values]
-                except (TypeError, ValueError):
-                    raise BadQuery("bad filter value for id: expected a record id", {"id": "expected a whole number"}) from None
-            if name == "created_by":
-                values = list(self.records.users.ids(conn, [str(v) for v in values]).values())
-            return table.c[name].in_(values)
+        plain = self._column_filter(conn, entity, name, raw, hidden)
+        if plain is not None:
+            return plain.clause(table.c[plain.column], plain.values)
         f = entity.field(name)
         if name == "flag" and f is None:  # records flagged by a rule or an SLA escalation (mark: red)
             marks = self.records.schema.system["kiln_marks"]
@@ -267,22 +281,45 @@ class Query:
                 )
             )  # fmt: skip
             return sent_back if str(raw[-1] if isinstance(raw, list) else raw) in ("yes", "true", "1") else ~sent_back
+        assert f is not None and f.is_multi  # the one kind _column_values leaves
+        child = tables.children[name]
+        flat = self._field_values(conn, entity, f, raw)
+        return exists(select(child.c.record_id).where(child.c.record_id == table.c.id, child.c.value.in_(flat)))
+
+    def _column_filter(self, conn: Connection, entity: Entity, name: str, raw: Any, hidden: set[str]) -> ColumnFilter | None:
+        """A filter that is ``column IN (values)`` of the main table; None for the filters that
+        are clauses of their own (flags, SLA breaches, reopened, multi-valued fields). Refuses a
+        field that cannot be filtered on."""
+        if name in ("state", "number", "id", "created_by"):
+            values = raw if isinstance(raw, list) else [raw]
+            if name == "id":  # a non-number would reach PostgreSQL as a bigint and fail there
+                try:
+                    values = [int(v) for v in values]
+                except (TypeError, ValueError):
+                    raise BadQuery("bad filter value for id: expected a record id", {"id": "expected a whole number"}) from None
+            if name == "created_by":
+                values = list(self.records.users.ids(conn, [str(v) for v in values]).values())
+            return ColumnFilter(name, values, empty_is_null=False)
+        f = entity.field(name)
+        if f is None and (name == "flag" or (name in ("breached", "overdue") and entity.sla) or (name == "reopened" and entity.workflow)):
+            return None
         if f is None or f.disabled or name in hidden:
             raise BadQuery(f"cannot filter on '{name}'", {name: "unknown field"})
+        if f.is_multi:
+            return None
+        return ColumnFilter(name, self._field_values(conn, entity, f, raw), empty_is_null=True)
+
+    def _field_values(self, conn: Connection, entity: Entity, f: Any, raw: Any) -> list[Any]:
+        """A filter's values for field ``f`` as stored (users as ids; -1 for an unknown user)."""
         try:
             values = [parse(f, v, self.records.timezone) for v in (raw if isinstance(raw, list) else [raw])]
         except BadValue as exc:
-            raise BadQuery(f"bad filter value for {name}: {exc}", {name: exc.message}) from None
+            raise BadQuery(f"bad filter value for {f.name}: {exc}", {f.name: exc.message}) from None
         flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
         if f.type == "user":
             ids = self.records.users.ids(conn, [v for v in flat if isinstance(v, str)])
             flat = [ids.get(v, -1) if isinstance(v, str) else v for v in flat]
-        if f.is_multi:
-            child = tables.children[name]
-            return exists(select(child.c.record_id).where(child.c.record_id == table.c.id, child.c.value.in_(flat)))
-        if not flat:
-            return table.c[name].is_(None)
-        return table.c[name].in_(flat)
+        return flat
 
     def _search(self, entity: Entity, text: str, hidden: set[str]) -> ColumnElement[bool]:
         table = self.records.tables(entity).main
@@ -324,26 +361,62 @@ class Query:
         if spec.before:
             return self._page_before(conn, entity, actor, spec, column, descending, limit)
         table = self.records.tables(entity).main
-        query = self.filtered(entity, actor, spec, conn)
-        if spec.cursor:
-            query = query.where(self._after(column, table.c.id, decode_cursor(spec.cursor), descending))
-        if column.name == "id":
-            order = [table.c.id.desc() if descending else table.c.id.asc()]
-        elif not column.nullable:
-            # No NULLs to place: plain order, which both databases read straight off the
-            # (column, id) index (PostgreSQL could not for DESC NULLS LAST).
-            order = [column.desc(), table.c.id.desc()] if descending else [column.asc(), table.c.id.asc()]
-        elif descending:
-            order = [column.desc().nulls_last(), table.c.id.desc()]
-        else:
-            order = [column.asc().nulls_last(), table.c.id.asc()]
-        rows = _dicts(conn.execute(query.order_by(*order).limit(limit + 1)))
+        after = self._decode_after(column, spec.cursor) if spec.cursor else None
+        rows = self._reused_page(conn, entity, actor, spec, hidden, column, descending, after, limit)
+        if rows is None:
+            query = self.filtered(entity, actor, spec, conn)
+            if after is not None:
+                query = query.where(self._after(column, table.c.id, *after, descending))
+            rows = _dicts(conn.execute(query.order_by(*_order(table, column, descending)).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
         self.records.attach_children(conn, entity, rows, spec.columns)
         next_cursor = _cursor_of(column, rows[-1]) if more and rows else None
         prev_cursor = _cursor_of(column, rows[0]) if spec.cursor and rows else None
         return Page(rows, next_cursor, prev_cursor)
+
+    def _reused_page(
+        self, conn: Connection, entity: Entity, actor: Actor, spec: ListSpec, hidden: set[str], column: Any,
+        descending: bool, after: tuple[Any, int] | None, limit: int,
+    ) -> list[dict[str, Any]] | None:  # fmt: skip
+        """The rows of the common list page (one more than ``limit``) by a statement kept per
+        shape, or None for a list of another kind. The common page: an actor who reads every row,
+        filters that are ``column IN (values)``, no search, no ``where``. Its statement depends only
+        on the columns, the filters' columns and numbers of values, the order, whether there is a
+        cursor and the limit, so it is built and compiled once and run with the values as
+        parameters (building, caching and executing a SELECT through SQLAlchemy cost more than the
+        database's own work on the hot list page)."""
+        if spec.search or spec.where or self.read_clause(entity, actor) is not None:
+            return None
+        filters = []
+        for name, raw in spec.filters.items():
+            found = self._column_filter(conn, entity, name, raw, hidden)
+            if found is None:
+                return None
+            filters.append(found)
+        cursor_kind = None if after is None else ("id" if column.name == "id" else after[0] is not None)
+        shape = (
+            entity.name, tuple(c.name for c in self._columns(entity, spec)), column.name, descending, cursor_kind, limit,
+            tuple((f.column, len(f.values), f.empty_is_null) for f in filters),
+        )  # fmt: skip
+        params: dict[str, Any] = {f"f{i}_{j}": v for i, f in enumerate(filters) for j, v in enumerate(f.values)}
+        if after is not None:
+            params["c_value"], params["c_id"] = after
+        statement = self._pages.get(shape)
+        if statement is None:
+            table = self.records.tables(entity).main
+            query = select(*self._columns(entity, spec))
+            for i, f in enumerate(filters):
+                target = table.c[f.column]
+                query = query.where(f.clause(target, [bindparam(f"f{i}_{j}", type_=target.type) for j in range(len(f.values))]))
+            if after is not None:
+                value = None if after[0] is None else bindparam("c_value", type_=column.type)
+                query = query.where(self._after(column, table.c.id, value, bindparam("c_id", type_=table.c.id.type), descending))
+            query = query.order_by(*_order(table, column, descending)).limit(limit + 1)
+            if len(self._pages) >= MAX_PAGE_SHAPES:  # shapes a client invents must not grow the cache for ever
+                self._pages.clear()
+            statement = self._pages[shape] = Prepared(query)
+        return statement.dicts(conn, params)
 
     def _page_before(
         self, conn: Connection, entity: Entity, actor: Actor, spec: ListSpec, column: Any, descending: bool, limit: int
@@ -381,18 +454,22 @@ class Query:
         earlier = column > value if descending else column < value
         return or_(earlier, and_(column == value, id_before))
 
-    def _after(self, column: Any, id_column: Any, cursor: list[Any], descending: bool) -> ColumnElement[bool]:
-        """Rows after the cursor's (value, id) in the list's order (NULLs sort last)."""
-        raw_value, last_id = cursor
+    def _decode_after(self, column: Any, cursor: str) -> tuple[Any, int]:
+        """A ``cursor`` (the last row's sort value and id) as the column's value and an id."""
+        raw_value, last_id = decode_cursor(cursor)
         try:
             last_id = int(last_id)
         except (TypeError, ValueError):
             raise BadQuery("the cursor is not valid", {"cursor": "invalid"}) from None
+        return (None if raw_value is None or column.name == "id" else _cursor_value(column, raw_value)), last_id
+
+    def _after(self, column: Any, id_column: Any, value: Any, last_id: Any, descending: bool) -> ColumnElement[bool]:
+        """Rows after the cursor's (value, id) in the list's order (NULLs sort last); ``value``
+        and ``last_id`` are values or bound parameters."""
         if column.name == "id":
             return id_column < last_id if descending else id_column > last_id
-        if raw_value is None:
+        if value is None:
             return and_(column.is_(None), id_column < last_id if descending else id_column > last_id)
-        value = _cursor_value(column, raw_value)
         beyond = column < value if descending else column > value
         tie = and_(column == value, id_column < last_id if descending else id_column > last_id)
         return or_(beyond, tie, column.is_(None))
@@ -403,6 +480,19 @@ class Query:
         inner = self.filtered(entity, actor, spec, conn).with_only_columns(table.c.id).limit(cap + 1).subquery()
         n = int(conn.execute(select(func.count()).select_from(inner)).scalar_one())
         return min(n, cap), n > cap
+
+
+def _order(table: Any, column: Any, descending: bool) -> list[Any]:
+    """The ORDER BY of a list sorted by ``column``, ties broken by id."""
+    if column.name == "id":
+        return [table.c.id.desc() if descending else table.c.id.asc()]
+    if not column.nullable:
+        # No NULLs to place: plain order, which both databases read straight off the
+        # (column, id) index (PostgreSQL could not for DESC NULLS LAST).
+        return [column.desc(), table.c.id.desc()] if descending else [column.asc(), table.c.id.asc()]
+    if descending:
+        return [column.desc().nulls_last(), table.c.id.desc()]
+    return [column.asc().nulls_last(), table.c.id.asc()]
 
 
 def _cursor_of(column: Any, row: dict[str, Any]) -> str:

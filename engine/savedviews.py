@@ -7,13 +7,14 @@ one is just following a URL; the list page owns what the parameters mean.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode
 
-from sqlalchemy import Connection, Engine, Table, delete, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.db import read, write
+from engine.db import Prepared, read, write
 from engine.errors import ValidationFailed
 
 PAGING_PARAMS = frozenset({"cursor", "before"})
@@ -34,6 +35,13 @@ def clean_query(query: str) -> str:
     return urlencode(pairs)
 
 
+@functools.cache
+def _listing(t: Table) -> Prepared:
+    """A user's views of an entity, by name: read by every list page, so compiled once."""
+    where = (t.c.user_id == bindparam("user_id"), t.c.app == bindparam("app"), t.c.entity == bindparam("entity"))
+    return Prepared(select(t.c.id, t.c.name, t.c.query).where(*where).order_by(t.c.name))
+
+
 class SavedViews:
     def __init__(self, engine: Engine, table: Table) -> None:
         self.engine = engine
@@ -44,11 +52,8 @@ class SavedViews:
         if conn is None:
             with read(self.engine) as own:
                 return self.list(user_id, app, entity, own)
-        t = self.table
-        rows = conn.execute(
-            select(t.c.id, t.c.name, t.c.query).where(t.c.user_id == user_id, t.c.app == app, t.c.entity == entity).order_by(t.c.name)
-        ).all()
-        return [SavedView(r.id, r.name, r.query) for r in rows]
+        rows = _listing(self.table).execute(conn, {"user_id": user_id, "app": app, "entity": entity}).rows
+        return [SavedView(*r) for r in rows]
 
     def save(self, user_id: int, app: str, entity: str, name: str, query: str, now: dt.datetime | None = None) -> SavedView:
         """Save (or replace, by name) the view ``name``."""

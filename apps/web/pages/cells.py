@@ -6,7 +6,7 @@ call) cost more than the query, and so did the template's own escaping of every 
 calls it per row, and :func:`row_html` makes each ``<tr>`` as one string, handed to the template
 as one ``Markup``. The formatters show what the type templates' ``show`` macros show (a select as
 a badge, a link as a link, e-mail and phone as ``mailto:``/``tel:``). Escaping is done here:
-every value goes through :func:`esc` (``html.escape`` with quotes) before it is put into the
+every value goes through :func:`esc` (MarkupSafe's escaping of ``& < > " '``) before it is put into the
 HTML, and nothing else is ever interpolated.
 """
 
@@ -22,13 +22,21 @@ from markupsafe import Markup
 from engine.model import Field
 from engine.values import to_json
 
+try:  # MarkupSafe's C escaping, as plain text (its public escape() makes a Markup per call)
+    from markupsafe._speedups import _escape_inner
+except ImportError:  # the pure-Python build of MarkupSafe
+
+    def _escape_inner(text: str) -> str:
+        return html.escape(text, quote=True)
+
+
 Cell = Callable[[Any], str]  # a stored value -> escaped HTML
 
 
 def esc(value: Any) -> str:
     """``value`` as HTML text: ``& < > " '`` escaped (safe in element content and in quoted
     attribute values)."""
-    return html.escape(str(value), quote=True)
+    return _escape_inner(value if type(value) is str else str(value))
 
 
 def formatter(
