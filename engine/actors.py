@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 
@@ -22,7 +23,14 @@ class Actor:
         return min(self.teams) if self.teams else None
 
     def as_rule(self, rule: str) -> Actor:
-        return Actor(None, "system", is_system=True, rule=rule)
+        return _rule_actor(rule)
+
+
+@functools.lru_cache(maxsize=4096)
+def _rule_actor(rule: str) -> Actor:
+    """The system acting for ``rule``: one frozen Actor per rule, not one per action (rules ask
+    for it for every change and audit entry they make)."""
+    return Actor(None, "system", is_system=True, rule=rule)
 
 
 SYSTEM = Actor(None, "system", is_system=True)

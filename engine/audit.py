@@ -42,10 +42,11 @@ def record_change(
 
 
 def entry(
-    *, app: str, entity: str, record_id: int, action: str, actor: Actor, at: dt.datetime, changes: Mapping[str, Any],
+    *, app: str, entity: str, record_id: int | None, action: str, actor: Actor, at: dt.datetime, changes: Mapping[str, Any],
     comment: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """One entry as a row of ``kiln_audit`` (to write now or with others, :func:`write`)."""
+    """One entry as a row of ``kiln_audit`` (to write now or with others, :func:`write`); a
+    record being created has no id yet (None: filled in when it is stored)."""
     return {
         "app": app, "entity": entity, "record_id": record_id, "action": action, "actor_id": actor.id,
         "actor": actor.username, "at": at, "changes": dict(changes), "rule": actor.rule, "comment": comment,

@@ -50,8 +50,11 @@ class RecordChecker:
 
     def context(
         self, conn: Connection, entity: Entity, record: Mapping[str, Any], previous: Mapping[str, Any] | None,
-        actor: Actor, now: dt.datetime,
+        actor: Actor, now: dt.datetime, *, unsaved: bool = False,
     ) -> EvalContext:  # fmt: skip
+        """The context expressions over ``record`` run in. ``unsaved``: the record is being created
+        and not stored yet (engine/rules.py: create), so a ``count(...)`` over its entity adds
+        it when it matches, as the stored rows would."""
         records = self.records
 
         def load(entity_name: str, record_id: Any) -> Mapping[str, Any] | None:
@@ -61,14 +64,18 @@ class RecordChecker:
         def count(entity_name: str, condition: Compiled, within: float | None, this: Mapping[str, Any]) -> int:
             target = records.entity(entity_name)
             table = records.tables(target).main
+            itself = 0
+            if unsaved and target.name == entity.name:  # created at ``now``: inside any window
+                inner = EvalContext(record=this, app=records.app, entity=target, now=now, user=actor, load=load, this=this)
+                itself = 1 if condition.evaluate(inner) is True else 0
             prepared = self.count_statement(target, table, condition, within)
             if prepared is not None:
-                return prepared.run(conn, this, now)
+                return prepared.run(conn, this, now) + itself
             sql = SqlContext(records.schema, records.app, target, now, actor, table=table, this_values=this)
             query = select(func.count()).select_from(table).where(condition.clause(sql))
             if within is not None:
                 query = query.where(table.c.created_at >= now - dt.timedelta(seconds=within))
-            return int(conn.execute(query).scalar_one())
+            return int(conn.execute(query).scalar_one()) + itself
 
         return EvalContext(
             record=record, app=records.app, entity=entity, now=now, user=actor, previous=previous, load=load, count=count

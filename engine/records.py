@@ -239,16 +239,32 @@ class Records:
                 conn, self.schema.system["kiln_sequences"], self.app.name, entity.name, NumberFormat(entity.number),
                 record, now, self.app.timezone,
             )  # fmt: skip
+        changes = audit.diff({}, self._audit_view(conn, entity, record), self._audited_fields(entity))
+        created = audit.entry(app=self.app.name, entity=entity.name, record_id=None, action="create", actor=actor, at=now, changes=changes)
+        # The rules of the creation change the record before it is stored (engine/rules.py: create)
+        record = rules.create(self, conn, Change(entity, None, record, actor, now), created)
+        approvals.on_change(self, conn, Change(entity, None, record, actor, now))
+        return record
+
+    def insert(
+        self, conn: Connection, entity: Entity, record: dict[str, Any], entries: list[dict[str, Any]], actor: Actor, now: dt.datetime
+    ) -> dict[str, Any]:  # fmt: skip
+        """Store a new record as it is now (its creation's rules may have changed it in memory):
+        the row, its multi-valued fields, its audit ``entries`` (the creation's first; their
+        ``record_id`` is filled in here), the dashboards' counts and the SLA clocks its creation
+        starts. Returns the record with its id."""
+        tables = self.tables(entity)
         row = {c.name: record.get(c.name) for c in tables.main.columns if c.name != "id"}
-        record["id"] = _insert_row(tables.main).execute(conn, row).scalar_one()
+        record = {**record, "id": _insert_row(tables.main).execute(conn, row).scalar_one()}
         tags.created(conn, self, entity, record["id"])
         self._write_children(conn, tables, record, entity.fields, replace=False)
-        changes = audit.diff({}, self._audit_view(conn, entity, record), self._audited_fields(entity))
-        audit.record_change(
-            conn, self.schema.system["kiln_audit"], app=self.app.name, entity=entity.name, record_id=record["id"],
-            action="create", actor=actor, at=now, changes=changes,
-        )  # fmt: skip
-        record = self.after_change(conn, Change(entity, None, record, actor, now)) or record
+        for entry in entries:
+            if entry["record_id"] is None:
+                entry["record_id"] = record["id"]
+        audit.write(conn, self.schema.system["kiln_audit"], entries)
+        change = Change(entity, None, record, actor, now)
+        rollups.on_change(self, conn, change)  # the dashboards' daily counts, in this transaction
+        sla.on_change(self, conn, change)
         return record
 
     def update(

@@ -33,7 +33,7 @@ from engine.errors import Conflict, DefinitionError, RecordError, ValidationFail
 from engine.expressions import Compiled, SqlContext, compile_expression
 from engine.expressions.checker import Checker
 from engine.expressions.parser import ExprError, parse
-from engine.model import App, Entity, Field, Rule
+from engine.model import Action, App, Entity, Field, Rule
 from engine.schema_events import parse_event
 from engine.values import is_empty
 
@@ -133,8 +133,32 @@ def run(records: Records, conn: Connection, change: Change) -> dict[str, Any] | 
     events = events_of(change, entity_plan.watched) & entity_plan.events
     if not events:
         return None
-    key = f"{records.app.name}/{change.entity.name}/{change.after['id']}/v{change.after.get('version')}"
-    return fire(records, conn, change.entity, change.after, change.before, events, change.actor, change.now, key)
+    return fire(records, conn, change.entity, change.after, change.before, events, change.actor, change.now, change_key(records, change.entity, change.after))
+
+
+def change_key(records: Records, entity: Entity, record: Mapping[str, Any]) -> str:
+    """The outbox's event key of a change of ``record`` (its id and the version it reached)."""
+    return f"{records.app.name}/{entity.name}/{record['id']}/v{record.get('version')}"
+
+
+def create(records: Records, conn: Connection, change: Change, created: dict[str, Any]) -> dict[str, Any]:
+    """Store a new record after the rules of its creation (``created``, ``entered(<initial>)``,
+    ``field_set(F)``) ran on it in memory; returns it as stored.
+
+    What they set, assign or tag in the record's own fields goes into the row as it is first
+    written, each change with its own audit entry after ``created`` (the creation's), so a
+    ticket that five rules route and tag is one INSERT, not an INSERT and an UPDATE. An action
+    that needs the stored record (a notification, a mark, a transition, a created record ...)
+    stores it first, as it is by then, and the rules go on as after any change. A ``count(...)``
+    over the record's own entity counts the record itself while it is not stored yet, as it
+    would once it is. The rules' changes are still an update to the rules listening for one
+    (``updated``, ``field_set(F)``): they run once it is stored."""
+    entity_plan = plan(records, change.entity)
+    events = events_of(change, entity_plan.watched) & entity_plan.events if entity_plan is not None else set()
+    if not events:
+        return records.insert(conn, change.entity, change.after, [created], change.actor, change.now)
+    pending = Pending(entries=[created], unsaved=True)
+    return fire(records, conn, change.entity, change.after, None, events, change.actor, change.now, None, pending)
 
 
 def run_event(
@@ -152,26 +176,30 @@ def run_event(
 
 def fire(
     records: Records, conn: Connection, entity: Entity, record: dict[str, Any], before: dict[str, Any] | None,
-    events: set[str], actor: Actor, now: dt.datetime, key: str,
+    events: set[str], actor: Actor, now: dt.datetime, key: str | None, pending: Pending | None = None,
 ) -> dict[str, Any] | None:  # fmt: skip
     """Run, in order, the rules listening to one of ``events`` whose condition holds; the record
     as they left it (reloaded after every action that wrote it, staged changes written) when one
-    did, else None."""
+    did, else None. ``pending`` of a record not stored yet (:func:`create`): it is stored here,
+    and returned whatever the rules did; ``key`` is None then (the outbox's keys need its id)."""
     entity_plan = plan(records, entity)
     assert entity_plan is not None
     chain = _chain.get()
     current, acted = record, False
-    pending = Pending()
+    pending = pending or Pending()
+    storing = pending.unsaved
     ctx, ctx_record = None, None  # the conditions' context, made again only when a rule changed the record
     for rule, event in entity_plan.rules:
         if event not in events:
             continue
         if rule.when is not None:
             if ctx is None or ctx_record is not current:
-                ctx, ctx_record = records.checker.context(conn, entity, current, before, actor, now), current
+                ctx = records.checker.context(conn, entity, current, before, actor, now, unsaved=pending.unsaved)
+                ctx_record = current
             if not records.expr(rule.when).evaluate(ctx):
                 continue
-        scope = Scope(records, conn, entity, current, before, actor, now, rule, f"{key}/rule:{rule.name}", pending=pending)
+        rule_key = None if key is None else f"{key}/rule:{rule.name}"
+        scope = Scope(records, conn, entity, current, before, actor, now, rule, rule_key, pending=pending)
         if len(chain) >= MAX_DEPTH:
             names = " -> ".join((*chain, rule.name))
             raise RuleLoop(f"rules keep firing each other ({names}); stopped after {MAX_DEPTH} steps and changed nothing")
@@ -181,7 +209,7 @@ def fire(
         finally:
             _chain.reset(token)
     current = write_pending(records, conn, entity, pending, current, actor, now)
-    return current if acted else None
+    return current if acted or storing else None
 
 
 @dataclass
@@ -192,6 +220,7 @@ class Pending:
     before: dict[str, Any] | None = None
     rules: list[str] = field(default_factory=list)
     entries: list[dict[str, Any]] = field(default_factory=list)  # the rules' audit entries, in order
+    unsaved: bool = False  # the record is being created and is not stored yet (rules.create)
 
     def stage(self, record: dict[str, Any], rule: str) -> None:
         if self.before is None:
@@ -205,7 +234,10 @@ def write_pending(
     now: dt.datetime,
 ) -> dict[str, Any]:  # fmt: skip
     """Write the staged changes as one update (whose events fire the rules again, one level
-    deeper in the chain), after the audit entries the rules held; returns the record as written."""
+    deeper in the chain), after the audit entries the rules held; returns the record as written.
+    A record not stored yet is stored as it is now, with them (:func:`store`)."""
+    if pending.unsaved:
+        return store(records, conn, entity, pending, record, trigger, now)
     if pending.entries:
         entries, pending.entries = pending.entries, []
         audit.write(conn, records.schema.system["kiln_audit"], entries)
@@ -226,15 +258,52 @@ def write_pending(
         _chain.reset(token)
 
 
+def store(
+    records: Records, conn: Connection, entity: Entity, pending: Pending, record: dict[str, Any], trigger: Actor,
+    now: dt.datetime,
+) -> dict[str, Any]:  # fmt: skip
+    """Store the record being created as the rules of its creation left it, with their audit
+    entries after the creation's; then, if they changed it, run the rules listening for that
+    change (``updated``, ``field_set(F)``) as for an update. Returns the record as stored."""
+    entries, pending.entries = pending.entries, []
+    before, names = pending.before, list(pending.rules)
+    pending.before, pending.rules, pending.unsaved = None, [], False
+    if before is not None:  # checked as write_pending checks staged changes: all of them together
+        try:
+            records.checker.validate(conn, entity, record, None, trigger.as_rule(", ".join(names)), now)
+        except RecordError as exc:
+            exc.message = f"rule '{', '.join(names)}': {exc.message}"
+            exc.args = (exc.message,)
+            raise
+    stored = records.insert(conn, entity, record, entries, trigger, now)
+    if before is None:
+        return stored
+    entity_plan = plan(records, entity)
+    assert entity_plan is not None
+    before = {**before, "id": stored["id"]}
+    events = events_of(Change(entity, before, stored, trigger, now), entity_plan.watched) & entity_plan.events
+    if not events:
+        return stored
+    token = _chain.set((*_chain.get(), " + ".join(names)))
+    try:
+        # keyed apart from the creation's own rules, which share the record's version (1)
+        key = f"{change_key(records, entity, stored)}/rules"
+        return fire(records, conn, entity, stored, before, events, trigger.as_rule(", ".join(names)), now, key) or stored
+    finally:
+        _chain.reset(token)
+
+
 def run_actions(scope: Scope) -> dict[str, Any]:
     """The rule's actions in order; returns the record as they left it."""
     for index, action in enumerate(scope.rule.actions):
         handler = ACTIONS.get(action.kind)
         if handler is None:
             raise ValidationFailed(f"rule '{scope.rule.name}': unknown action '{action.kind}'")
-        if action.kind not in STAGED_ACTIONS and scope.pending is not None:
-            # A transition, a create or an update reads the stored record: write what is staged.
-            scope.record = write_pending(scope.records, scope.conn, scope.entity, scope.pending, scope.record, scope.trigger, scope.now)
+        pending = scope.pending
+        if pending is not None and (action.kind not in STAGED_ACTIONS or (pending.unsaved and not _in_memory(action, scope.entity))):
+            # A transition, a create or an update reads the stored record: write what is staged;
+            # an action that names the record (an outbox row, a mark) needs it stored.
+            scope.record = write_pending(scope.records, scope.conn, scope.entity, pending, scope.record, scope.trigger, scope.now)
         scope.index = index
         try:
             changed = handler(scope, action.args)
@@ -264,7 +333,7 @@ class Scope:
     trigger: Actor  # who made the change (``user`` in conditions)
     now: dt.datetime
     rule: Rule
-    key: str  # the event key of the outbox
+    key: str | None  # the event key of the outbox (None: made from the record once it is stored)
     index: int = 0  # the action being run
     pending: Pending | None = None  # changes of the record staged by this event's rules
 
@@ -308,13 +377,16 @@ class Scope:
 
     @property
     def event_key(self) -> str:
-        return f"{self.key}/{self.index}"
+        key = self.key or f"{change_key(self.records, self.entity, self.record)}/rule:{self.rule.name}"
+        return f"{key}/{self.index}"
 
     def context(self, entity: Entity | None = None, record: Mapping[str, Any] | None = None) -> EvalContext:
         entity = entity or self.entity
+        own = entity is self.entity and record is None
         record = self.record if record is None else record
         previous = self.before if entity is self.entity else None
-        return self.records.checker.context(self.conn, entity, record, previous, self.trigger, self.now)
+        unsaved = own and self.pending is not None and self.pending.unsaved
+        return self.records.checker.context(self.conn, entity, record, previous, self.trigger, self.now, unsaved=unsaved)
 
     def compiled(self, source: str, entity: Entity | None = None, this: Entity | None = None) -> Compiled | None:
         """``source`` compiled over ``entity`` (``this``: the rule's record), or None when it is not
@@ -420,6 +492,13 @@ def action_update(scope: Scope, args: Mapping[str, Any]) -> bool:
 
 # Actions that change only the rule's own record (staged, see Scope.change) or other tables.
 STAGED_ACTIONS = frozenset({"set", "assign", "add_tag", "remove_tag", "mark", "unmark", "notify", "webhook"})
+
+
+def _in_memory(action: Action, entity: Entity) -> bool:
+    """Whether ``action`` only changes its record's own fields, and so can act on a record not
+    stored yet: ``set``, ``assign``, and tags where the entity has a tags field (else they are
+    rows of kiln_tags, which need the record's id)."""
+    return action.kind in ("set", "assign") or (action.kind in tags.TAG_ACTIONS and tags.tags_field(entity) is not None)
 
 ACTIONS: dict[str, Callable[[Scope, Any], bool]] = {
     "set": action_set,
