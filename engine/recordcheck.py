@@ -40,6 +40,9 @@ def _pattern(text: str) -> re.Pattern[str]:
     return re.compile(text)
 
 
+REFERENCE_TYPES = frozenset({"user", "link", "file", "image"})  # values that name other rows
+
+
 class RecordChecker:
     def __init__(self, records: Records) -> None:
         self.records = records
@@ -135,11 +138,10 @@ class RecordChecker:
         """Usernames to ids, and linked records and files that must exist."""
         errors: dict[str, str] = {}
         users = self.records.users
-        names = {v for f in entity.fields if f.type == "user" and f.name in parsed for v in _values(parsed[f.name]) if isinstance(v, str)}
+        given = [f for f in entity.fields if f.name in parsed and f.type in REFERENCE_TYPES and not is_empty(parsed[f.name])]
+        names = {v for f in given if f.type == "user" for v in _values(parsed[f.name]) if isinstance(v, str)}
         ids = users.ids(conn, names) if names else {}
-        for f in entity.fields:
-            if f.name not in parsed or is_empty(parsed[f.name]):
-                continue
+        for f in given:
             values = _values(parsed[f.name])
             if f.type == "user":
                 resolved = [ids.get(v) if isinstance(v, str) else v for v in values]

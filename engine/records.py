@@ -429,7 +429,7 @@ class Records:
         view = dict(record) if names is None else {n: record.get(n) for n in names}
         user_fields = [f for f in entity.fields if f.type == "user" and f.name in view]
         ids = {v for f in user_fields for v in _as_list(record.get(f.name)) if v is not None}
-        usernames = self.users.usernames(conn, ids)
+        usernames = self.users.usernames(conn, ids) if ids else {}
         for f in user_fields:
             value = record.get(f.name)
             view[f.name] = [usernames.get(v) for v in value] if isinstance(value, list) else usernames.get(value)

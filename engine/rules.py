@@ -72,7 +72,7 @@ class Change:
 
 @dataclass
 class EntityPlan:
-    rules: tuple[tuple[Rule, str], ...]  # (rule, its normalised event), in the order written
+    rules: tuple[tuple[Rule, str, Compiled | None], ...]  # (rule, its normalised event, its when), in the order written
     events: frozenset[str]
     watched: tuple[str, ...]  # the fields some field_set(F) watches
 
@@ -89,8 +89,11 @@ def plan(records: Records, entity: Entity) -> EntityPlan | None:
     if per_app is None:
         per_app = _plans[records] = {}
     if entity.name not in per_app:
-        listening = tuple((r, event_name(r.on)) for r in entity.rules if not r.on.strip().startswith("schedule"))
-        events = frozenset(e for _, e in listening)
+        listening = tuple(
+            (r, event_name(r.on), None if r.when is None else records.expr(r.when))
+            for r in entity.rules if not r.on.strip().startswith("schedule")
+        )  # fmt: skip
+        events = frozenset(e for _, e, _ in listening)
         watched = tuple(e[len("field_set(") : -1] for e in events if e.startswith("field_set("))
         per_app[entity.name] = EntityPlan(listening, events, watched) if listening else None
     return per_app[entity.name]
@@ -189,14 +192,14 @@ def fire(
     pending = pending or Pending()
     storing = pending.unsaved
     ctx, ctx_record = None, None  # the conditions' context, made again only when a rule changed the record
-    for rule, event in entity_plan.rules:
+    for rule, event, when in entity_plan.rules:
         if event not in events:
             continue
-        if rule.when is not None:
+        if when is not None:
             if ctx is None or ctx_record is not current:
                 ctx = records.checker.context(conn, entity, current, before, actor, now, unsaved=pending.unsaved)
                 ctx_record = current
-            if not records.expr(rule.when).evaluate(ctx):
+            if not when.evaluate(ctx):
                 continue
         rule_key = None if key is None else f"{key}/rule:{rule.name}"
         scope = Scope(records, conn, entity, current, before, actor, now, rule, rule_key, pending=pending)
@@ -350,7 +353,7 @@ class Scope:
         records.checker.check_readonly_if(self.conn, self.entity, self.record, incoming, self.actor, self.now)
         after = {**self.record, **incoming}
         records.checker.compute(self.conn, self.entity, after, self.actor, self.now)
-        names = [f.name for f in self.entity.fields if after.get(f.name) != self.record.get(f.name)]
+        names = [f.name for f in self.entity.fields if (f.name in incoming or f.is_computed) and after.get(f.name) != self.record.get(f.name)]
         if not names:
             return False
         self.audit("update", records.audit_changes(self.conn, self.entity, self.record, after, names))
