@@ -9,6 +9,7 @@ filtered keyset page reads the index in order and stops after one page.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from sqlalchemy import (
@@ -460,7 +461,7 @@ class Schema:
 
 def entity_tables(
     metadata: MetaData, app: App, entity: Entity, computed_types: dict[str, str] | None = None,
-    count_fields: tuple[str, ...] = (),
+    count_fields: tuple[tuple[str, ...], ...] = (),
 ) -> EntityTables:  # fmt: skip
     name = table_name(app.name, entity.name)
     columns: list = [
@@ -497,11 +498,15 @@ def entity_tables(
             constraints.append(UniqueConstraint(f.name, name=f"uq_{name}_{f.name}"))
         elif f.filterable:
             indexes.append(Index(f"ix_{name}_{f.name}", f.name, "id"))
-    # ``count(entity, F == this.F ..., within=...)`` reads the records of one F value created since
-    # a moment: an index on (F, created_at) answers it from a short range, where (F, id) alone
-    # would visit every record of that value (a device's whole history).
-    for fname in count_fields:
-        indexes.append(Index(f"ix_{name}_{fname}_created", fname, "created_at"))
+    # ``count(entity, F == this.F and G == this.G ..., within=...)`` reads the records of one
+    # (F, G) created since a moment: an index on (F, G, created_at) counts them from one short
+    # range of its own entries, where (F, id) alone would visit every record of that F value (a
+    # device's whole history) and read each row for G.
+    for fields in count_fields:
+        index_name = f"ix_{name}_{'_'.join(fields)}_created"
+        if len(index_name) > 63:  # PostgreSQL's limit on names
+            index_name = f"ix_{name[:30]}_{hashlib.sha1(index_name.encode()).hexdigest()[:12]}_created"
+        indexes.append(Index(index_name, *fields, "created_at"))
     main = Table(name, metadata, *columns, *constraints, *indexes)
     return EntityTables(main, children)
 
@@ -519,11 +524,11 @@ def child_table(metadata: MetaData, parent: str, f: Field) -> Table:
 
 def build_schema(
     apps: list[App], computed_types: dict[tuple[str, str, str], str] | None = None,
-    count_fields: dict[tuple[str, str], tuple[str, ...]] | None = None,
+    count_fields: dict[tuple[str, str], tuple[tuple[str, ...], ...]] | None = None,
 ) -> Schema:  # fmt: skip
     """The SQLAlchemy tables for the instance's apps; ``computed_types`` maps (app, entity, field)
     of computed fields to their expression's value type, ``count_fields`` (app, entity) to the
-    fields its ``count(..., within=)`` conditions match on."""
+    fields each of its ``count(..., within=)`` conditions matches on by equality."""
     metadata = MetaData()
     system = system_tables(metadata)
     entities = {}

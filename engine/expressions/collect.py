@@ -26,17 +26,17 @@ class CompiledExpressions:
     def __getitem__(self, expr: Expr) -> Compiled:
         return self.by_expr[expr]
 
-    def count_fields(self) -> dict[str, tuple[str, ...]]:
-        """Per entity, the fields ``count(entity, F == ..., within=...)`` conditions match on
-        first (the engine indexes them with ``created_at``)."""
-        found: dict[str, list[str]] = {}
+    def count_fields(self) -> dict[str, tuple[tuple[str, ...], ...]]:
+        """Per entity, the fields each ``count(entity, F == ... and G == ..., within=...)``
+        condition matches on by equality (the engine indexes them with ``created_at``)."""
+        found: dict[str, list[tuple[str, ...]]] = {}
         for compiled in self.by_expr.values():
             for node in walk(compiled.root):
                 if isinstance(node, Count) and node.within is not None:
-                    name = _first_equality_field(node.inner.root)
-                    if name is not None and name not in found.setdefault(node.target.name, []):
-                        found[node.target.name].append(name)
-        return {entity: tuple(names) for entity, names in found.items()}
+                    names = _equality_fields(node.inner.root)
+                    if names and names not in found.setdefault(node.target.name, []):
+                        found[node.target.name].append(names)
+        return {entity: tuple(keys) for entity, keys in found.items()}
 
     def card(self, card: Card, key: str) -> Compiled | None:
         """The compiled ``where``/``numerator`` of a dashboard card, if it has one."""
@@ -44,19 +44,21 @@ class CompiledExpressions:
         return None if expr is None else self.by_expr.get(expr)
 
 
-def _first_equality_field(root: Node) -> str | None:
-    """The first ``field == value`` of a condition's top-level ``and`` (a stored, single-valued
-    field of the counted entity itself)."""
+def _equality_fields(root: Node) -> tuple[str, ...]:
+    """The fields of every ``field == value`` of a condition's top-level ``and`` (stored,
+    single-valued fields of the counted entity itself), in order."""
     parts = root.values if isinstance(root, BoolOp) and root.op == "and" else [root]
+    names: list[str] = []
     for part in parts:
         if not (isinstance(part, Compare) and part.op == "=="):
             continue
         for side in (part.left, part.right):
             if isinstance(side, FieldRef) and side.root == "record" and len(side.hops) == 1:
                 f = side.hops[0].field
-                if not f.is_multi and not f.is_computed:
-                    return f.name
-    return None
+                if not f.is_multi and not f.is_computed and f.name not in names:
+                    names.append(f.name)
+                    break
+    return tuple(names)
 
 
 def _compile(
