@@ -7,6 +7,7 @@ compiler turns them into predicates and SQL clauses.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -280,7 +281,29 @@ class Entity:
     renamed_from: str | None = None
 
     def field(self, name: str) -> Field | None:
-        return next((f for f in self.fields if f.name == name), None)
+        return self._fields_by_name.get(name)
+
+    @functools.cached_property
+    def computed_names(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.fields if f.is_computed)
+
+    @functools.cached_property
+    def user_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if f.type == "user")
+
+    @functools.cached_property
+    def tags_field(self) -> str | None:
+        """The entity's own tags field (``type: tags``), which tag actions use when there is one."""
+        return next((f.name for f in self.fields if f.type == "tags" and not f.disabled), None)
+
+    @functools.cached_property
+    def _fields_by_name(self) -> dict[str, Field]:
+        """The fields by name, made once (``field`` is looked up for every value of every change;
+        cached_property writes the instance's dict, which a frozen dataclass allows)."""
+        found: dict[str, Field] = {}
+        for f in self.fields:
+            found.setdefault(f.name, f)  # the first of a name, as a scan would find it
+        return found
 
     @property
     def title_fields(self) -> tuple[str, ...]:

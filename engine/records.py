@@ -427,15 +427,14 @@ class Records:
     def _audit_view(self, conn: Connection, entity: Entity, record: Mapping[str, Any], names: list[str] | None = None) -> dict[str, Any]:
         """The record (or its fields ``names``) as the audit trail shows it: users by name."""
         view = dict(record) if names is None else {n: record.get(n) for n in names}
-        user_fields = [f for f in entity.fields if f.type == "user" and f.name in view]
+        user_fields = [f for f in entity.user_fields if f.name in view]
         ids = {v for f in user_fields for v in _as_list(record.get(f.name)) if v is not None}
         usernames = self.users.usernames(conn, ids) if ids else {}
         for f in user_fields:
             value = record.get(f.name)
             view[f.name] = [usernames.get(v) for v in value] if isinstance(value, list) else usernames.get(value)
-        for f in entity.fields:
-            if f.is_computed and f.name in view:
-                view[f.name] = trim_decimal(view[f.name])
+        for name in entity.computed_names & view.keys():
+            view[name] = trim_decimal(view[name])
         return view
 
 

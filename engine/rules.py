@@ -353,7 +353,11 @@ class Scope:
         records.checker.check_readonly_if(self.conn, self.entity, self.record, incoming, self.actor, self.now)
         after = {**self.record, **incoming}
         records.checker.compute(self.conn, self.entity, after, self.actor, self.now)
-        names = [f.name for f in self.entity.fields if (f.name in incoming or f.is_computed) and after.get(f.name) != self.record.get(f.name)]
+        computed = self.entity.computed_names
+        names = [
+            f.name for f in self.entity.fields
+            if (f.name in incoming or f.name in computed) and after.get(f.name) != self.record.get(f.name)
+        ]  # fmt: skip
         if not names:
             return False
         self.audit("update", records.audit_changes(self.conn, self.entity, self.record, after, names))

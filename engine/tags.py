@@ -30,7 +30,7 @@ MARK_ACTIONS = frozenset({"mark", "unmark"})
 
 def tags_field(entity: Entity) -> str | None:
     """The entity's own tags field (``type: tags``), which tag actions use when there is one."""
-    return next((f.name for f in entity.fields if f.type == "tags" and not f.disabled), None)
+    return entity.tags_field
 
 
 def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
