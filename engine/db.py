@@ -200,15 +200,18 @@ class Prepared:
     def __init__(self, statement: Any, keys: list[str] | None = None) -> None:
         self.statement = statement
         self.keys = keys
-        self._compiled: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self._compiled: dict[str, tuple[Any, dict[str, Any], list[tuple[str, Any]] | None]] = {}
         self._results: dict[str, tuple[list[str], list[Any]]] = {}
 
-    def _for(self, conn: Connection) -> tuple[Any, dict[str, Any]]:
+    def _for(self, conn: Connection) -> tuple[Any, dict[str, Any], list[tuple[str, Any]] | None]:
         name = conn.dialect.name
         if name not in self._compiled:
             compiled = self.statement.compile(dialect=conn.dialect, column_keys=self.keys)
             # SQLAlchemy's own per-type bind processors; a private attribute, stable across 2.x.
-            self._compiled[name] = (compiled, dict(compiled._bind_processors))
+            processors = dict(compiled._bind_processors)
+            # For positional drivers (SQLite), each parameter's key and processor, in order.
+            order = [(k, processors.get(k)) for k in compiled.positiontup] if compiled.positional else None
+            self._compiled[name] = (compiled, processors, order)
         return self._compiled[name]
 
     def dicts(self, conn: Connection, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -231,8 +234,8 @@ class Prepared:
         ]
 
     def execute(self, conn: Connection, params: dict[str, Any]) -> PreparedResult:
-        compiled, processors = self._for(conn)
-        arguments = self._arguments(compiled, processors, params)
+        compiled, processors, order = self._for(conn)
+        arguments = self._arguments(compiled, processors, order, params)
         cursor = conn.connection.dbapi_connection.cursor()  # the connection's own transaction
         try:
             cursor.execute(compiled.string, arguments)
@@ -249,8 +252,8 @@ class Prepared:
         """The statement once per parameter set, in one driver call (child rows, audit entries)."""
         if not rows:
             return
-        compiled, processors = self._for(conn)
-        arguments = [self._arguments(compiled, processors, params) for params in rows]
+        compiled, processors, order = self._for(conn)
+        arguments = [self._arguments(compiled, processors, order, params) for params in rows]
         cursor = conn.connection.dbapi_connection.cursor()
         try:
             cursor.executemany(compiled.string, arguments)
@@ -260,12 +263,18 @@ class Prepared:
             cursor.close()
 
     @staticmethod
-    def _arguments(compiled: Any, processors: dict[str, Any], params: dict[str, Any]) -> Any:
-        if compiled.positional and all(k in params for k in compiled.positiontup):
+    def _arguments(compiled: Any, processors: dict[str, Any], order: list[tuple[str, Any]] | None, params: dict[str, Any]) -> Any:
+        if order is not None:
             # Every parameter given (the hot inserts): straight into the driver's tuple.
-            return tuple(
-                params[k] if params[k] is None or k not in processors else processors[k](params[k]) for k in compiled.positiontup
-            )
+            arguments = []
+            try:
+                for key, process in order:
+                    value = params[key]
+                    arguments.append(value if value is None or process is None else process(value))
+            except KeyError:  # a parameter left to the statement's own default
+                pass
+            else:
+                return tuple(arguments)
         values = compiled.construct_params(params)
         for key, process in processors.items():
             if key in values and values[key] is not None:
