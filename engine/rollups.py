@@ -27,6 +27,7 @@ import datetime as dt
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -38,8 +39,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from engine import kpis
 from engine.errors import DefinitionError, Loc
-from engine.expressions import compile_expression
-from engine.expressions.evaluate import EvalContext, Evaluator
+from engine.expressions import EvalContext, compile_expression
 from engine.expressions.nodes import BoolOp, Call, Compare, FieldRef, In, ListLit, Node, Not
 from engine.model import App, Card, Entity
 from engine.tables import Schema
@@ -367,13 +367,17 @@ def plan_for(records: Records, conn: Connection, entity: Entity, card: Card, whe
     if not where:
         return plan
     try:
-        root = compile_expression(where, Loc("where", 1, 1), records.app, entity).root
+        compiled = compile_expression(where, Loc("where", 1, 1), records.app, entity)
     except DefinitionError:
         return None
-    evaluator = Evaluator(EvalContext(record={}, app=records.app, entity=entity, now=now, user=None))
+    constants = EvalContext(record={}, app=records.app, entity=entity, now=now, user=None)
+
+    def constant(node: Node) -> Any:
+        return compiled.evaluate_part(node, constants)
+
     operands = {measure.start, measure.end} - {None, *DATETIMES}
-    for part in _conjuncts(root):
-        if not _condition(records, conn, plan, part, evaluator, operands):
+    for part in _conjuncts(compiled.root):
+        if not _condition(records, conn, plan, part, constant, operands):
             return None
     return plan
 
@@ -384,13 +388,14 @@ def _conjuncts(node: Node) -> list[Node]:
     return [node]
 
 
-def _condition(records: Records, conn: Connection, plan: Plan, node: Node, evaluator: Evaluator, operands: set[Any]) -> bool:
+def _condition(records: Records, conn: Connection, plan: Plan, node: Node, constant: Callable[[Node], Any],
+               operands: set[Any]) -> bool:  # fmt: skip
     """Narrow ``plan`` by one condition of the list; False when the rollup cannot tell it."""
     if isinstance(node, Not) and isinstance(node.operand, Call) and node.operand.name == "is_empty":
         arg = node.operand.args[0]  # the measure's own ``not is_empty(...)``: its records are those
         return isinstance(arg, FieldRef) and arg.root == "record" and arg.dotted in operands
     if isinstance(node, Compare) and isinstance(node.left, FieldRef) and node.right.const:
-        path, value = node.left.dotted, evaluator.value(node.right)
+        path, value = node.left.dotted, constant(node.right)
         if path == "created_at" and node.op in (">=", "<"):
             return _day_bound(plan, node.op, value, records.timezone)
         if node.op == "==" and value is not None:
@@ -398,7 +403,7 @@ def _condition(records: Records, conn: Connection, plan: Plan, node: Node, evalu
         return False
     if isinstance(node, In) and not node.negate and node.mode == "list" and isinstance(node.left, FieldRef):
         if isinstance(node.right, ListLit) and node.right.const:
-            return _equal(records, conn, plan, node.left, [v for v in evaluator.value(node.right) if v is not None])
+            return _equal(records, conn, plan, node.left, [v for v in constant(node.right) if v is not None])
     return False
 
 

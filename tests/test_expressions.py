@@ -393,6 +393,48 @@ def test_link_needs_a_loader(app) -> None:
     ctx = EvalContext(record=RECORD, app=app, entity=app.entity("ticket"), now=NOW)
     with pytest.raises(EvalError):
         compile_(app, 'device.line == "a"').evaluate(ctx)
+    with pytest.raises(EvalError):  # both operands are evaluated before the null test
+        compile_(app, "server_ip == device.code").evaluate(ctx)
+
+
+def test_this_needs_the_outer_record(app) -> None:
+    count = compile_(app, "count(ticket, qty >= this.qty) > 0").root.left
+    ctx = EvalContext(record=RECORD, app=app, entity=app.entity("ticket"), now=NOW)
+    with pytest.raises(EvalError):
+        count.inner.evaluate(ctx)
+    assert count.inner.evaluate(EvalContext(record=RECORD, app=app, entity=app.entity("ticket"), now=NOW, this=RECORD))
+
+
+def test_links_are_loaded_once_per_evaluation(app) -> None:
+    loads = []
+
+    def load(entity: str, record_id: Any) -> dict | None:
+        loads.append((entity, record_id))
+        return {("device", 3): DEVICE, ("site", 9): SITE}.get((entity, record_id))
+
+    compiled = compile_(app, 'device.line == "a" and device.code == "D-3" and device.site.city == "苏州"')
+    ctx = EvalContext(record=RECORD, app=app, entity=app.entity("ticket"), now=NOW, load=load)
+    assert compiled.evaluate(ctx) is True
+    assert loads == [("device", 3), ("site", 9)]
+    assert compiled.evaluate(ctx) is True  # a new evaluation reads the linked records afresh
+    assert loads == [("device", 3), ("site", 9)] * 2
+
+
+def test_the_python_form_is_built_once(app, monkeypatch) -> None:
+    from engine.expressions import evaluate as python
+
+    built = []
+    monkeypatch.setattr(python, "condition", lambda node, build=python.condition: built.append(node) or build(node))
+    compiled = compile_(app, 'category == "network" and qty >= 3')
+
+    def evaluate(qty: int) -> Any:
+        return compiled.evaluate(EvalContext(record={**RECORD, "qty": qty}, app=app, entity=app.entity("ticket"), now=NOW))
+
+    assert evaluate(3) is True
+    assert built[0] is compiled.root
+    first = list(built)
+    assert (evaluate(2), evaluate(4)) == (False, True)
+    assert built == first  # the closures of the first evaluation serve the next ones
 
 
 def test_durations() -> None:

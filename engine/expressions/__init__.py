@@ -1,6 +1,6 @@
 """The expression language (SPEC.md section 2, docs/expressions.md).
 
-One small, safe language with Python syntax, compiled twice: to a Python evaluator for one
+One small, safe language with Python syntax, compiled twice: to Python closures for one
 record and to a SQLAlchemy clause for many. Pipeline: :mod:`.parser` (Python's ``ast`` and a
 whitelist; never ``eval``) -> :mod:`.checker` and :mod:`.functions` (names, types, positions)
 -> :mod:`.evaluate` (Python) and :mod:`.sql` with :mod:`.dialect` (SQLite / PostgreSQL).

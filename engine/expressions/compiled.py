@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,12 +67,27 @@ class Compiled:
         self.elem = root.elem
         self.uses_changes = any(isinstance(n, Call) and n.name in CHANGE_FUNCTIONS for n in walk(root))
         self.uses_count = any(isinstance(n, Count) for n in walk(root))
+        # The Python form (engine.expressions.evaluate): closures built on first use, then kept.
+        self._python: Callable[[EvalContext, dict], Any] | None = None
+        self._parts: dict[Node, Callable[[EvalContext, dict], Any]] = {}
 
     def evaluate(self, ctx: EvalContext) -> Any:
-        evaluator = _evaluator()(ctx)
-        if self.type == "boolean":
-            return evaluator.truth(self.root)
-        return evaluator.value(self.root)
+        """The expression's value for one record (a condition's is True or False)."""
+        python = self._python
+        if python is None:
+            from .evaluate import condition, value
+
+            python = self._python = condition(self.root) if self.type == "boolean" else value(self.root)
+        return python(ctx, {})  # {}: the links this evaluation loads, each once
+
+    def evaluate_part(self, node: Node, ctx: EvalContext) -> Any:
+        """The value of one node of this expression (the SQL back end binds its constant parts so)."""
+        python = self._parts.get(node)
+        if python is None:
+            from .evaluate import value
+
+            python = self._parts[node] = value(node)
+        return python(ctx, {})
 
     def clause(self, ctx: SqlContext) -> ColumnElement:
         if self.uses_changes:
@@ -85,11 +99,3 @@ class Compiled:
     def __repr__(self) -> str:
         return f"Compiled({self.source!r}, type={self.type!r})"
 
-
-@functools.cache
-def _evaluator() -> type:
-    """The evaluator class, imported on first use (it builds on this module); once, not per
-    evaluation: rules evaluate conditions on every change."""
-    from .evaluate import Evaluator
-
-    return Evaluator

@@ -1,20 +1,32 @@
-"""The Python back end: evaluates a typed tree against one record.
+"""The Python back end: a typed tree compiled once into nested closures, run per record.
+
+Each node becomes a function of the per-evaluation state ``(ctx, links)``: the
+:class:`EvalContext` (the record, the app and so its timezone, the time, the user) and the linked
+records loaded so far by this evaluation (a dict; each link is loaded once). What does not depend
+on the record is settled when the closures are built: the operator of a comparison, how a field's
+stored value is normalised (picked by its type), constant lists, a function's options. Closures
+only: no source text is ever compiled or run (no ``eval``, ``exec`` or ``compile()``).
 
 Null rules mirror the SQL back end exactly: a comparison, ``in`` or function test with a null
 operand is false (never "unknown"), arithmetic with null is null, and ``not`` of a false test is
-true. Conditions therefore always come out as True or False.
+true. Conditions therefore always come out as True or False. Both operands of an operator are
+evaluated before its null test, so a missing loader or counter is an error whatever the values.
+
+:meth:`Compiled.evaluate` builds :func:`condition` or :func:`value` of its root on first use and
+keeps it; :meth:`Compiled.evaluate_part` does the same per node, for the constant parts the SQL
+back end binds and the rollups read.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import nodes
 from .compiled import EvalContext, EvalError
 from .nodes import (
     Arith,
@@ -34,14 +46,14 @@ from .nodes import (
     UserRef,
 )
 
-COMPARE = {
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-}
+Links = dict[tuple[str, Any], Mapping[str, Any] | None]
+Fn = Callable[[EvalContext, Links], Any]  # a node, compiled: (ctx, links) -> its value
+Reader = Callable[[EvalContext, Links, Mapping[str, Any] | None], Any]  # a field path from a record
+
+COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+MIDNIGHT = dt.time(0)
+HOUR = Decimal(3600)
+TEXT_OR_LIST = str | list
 
 
 @lru_cache(maxsize=64)
@@ -69,200 +81,427 @@ def normalise(value: Any, type_: str) -> Any:
     return value
 
 
-class Evaluator:
-    def __init__(self, ctx: EvalContext) -> None:
-        self.ctx = ctx
-        self.tz = zone(ctx.app.timezone)
-        self._loaded: dict[tuple[str, Any], Mapping[str, Any] | None] = {}
+# -- building -------------------------------------------------------------------------------------
 
-    def truth(self, node: Node) -> bool:
-        return self.value(node) is True
 
-    def value(self, node: Node) -> Any:
-        # A table by node class, filled below on first use: no name built per node evaluated.
-        return _BY_NODE[type(node)](self, node)
+def value(node: Node) -> Fn:
+    """The closure computing ``node``'s value."""
+    return _BUILD[type(node)](node)
 
-    # -- values --------------------------------------------------------------------------------
 
-    def v_Const(self, node: Const) -> Any:
-        return node.value
+def condition(node: Node) -> Fn:
+    """The closure testing ``node``: True or False, never null (a null boolean field is not true)."""
+    fn = value(node)
+    if isinstance(node, Compare | IsNull | In | BoolOp | Not) or (isinstance(node, Call) and node.name in _TESTS):
+        return fn  # already True or False
+    return lambda ctx, links: fn(ctx, links) is True
 
-    def v_ListLit(self, node: ListLit) -> list[Any]:
-        return [self.value(item) for item in node.items]
 
-    def v_FieldRef(self, node: FieldRef) -> Any:
-        source = self.ctx.record if node.root == "record" else self.ctx.this
-        if source is None:
-            raise EvalError("'this' needs the outer record (EvalContext.this)")
-        return self.read(node, source)
+_TESTS = frozenset({"is_empty", "contains", "contains_any", "time_between", "changed", "has_role", "in_team"})
 
-    def read(self, node: FieldRef, source: Mapping[str, Any] | None) -> Any:
-        empty: Any = [] if node.multi else None
-        for hop in node.hops[:-1]:
-            link = source.get(hop.field.name) if source is not None else None
-            if link is None:
-                return empty
-            source = self.load(hop.field.entity or "", link)
-        if source is None:
-            return empty
-        raw = source.get(node.last.name)
+
+def _const(node: Const) -> Fn:
+    constant = node.value
+    return lambda ctx, links: constant
+
+
+def _list(node: ListLit) -> Fn:
+    if all(isinstance(item, Const) for item in node.items):
+        constants = tuple(item.value for item in node.items)  # type: ignore[attr-defined]
+        return lambda ctx, links: list(constants)  # a new list each time: callers may keep it
+    items = [value(item) for item in node.items]
+    return lambda ctx, links: [item(ctx, links) for item in items]
+
+
+# -- fields ---------------------------------------------------------------------------------------
+
+# Classes ``normalise`` returns unchanged, by type; a value of another class goes through it.
+_NONE = type(None)
+_AS_IS: dict[str, frozenset[type]] = {
+    "duration": frozenset({_NONE, dt.timedelta}),
+    "datetime": frozenset({_NONE}),
+}
+_PLAIN = frozenset({_NONE, str, int, bool, Decimal, dt.date, dt.time, dt.timedelta})
+
+
+def _normaliser(type_: str) -> tuple[frozenset[type], Callable[[Any], Any]]:
+    """The classes a field of ``type_`` keeps as stored, and how any other value is normalised."""
+    if type_ == "datetime":
+        return _AS_IS["datetime"], _datetime
+    return _AS_IS.get(type_, _PLAIN), lambda raw: normalise(raw, type_)
+
+
+def _datetime(raw: Any) -> Any:
+    if type(raw) is dt.datetime and raw.tzinfo is not None:
+        return raw
+    return normalise(raw, "datetime")
+
+
+def _field(node: FieldRef) -> Fn:
+    if node.root == "record" and len(node.hops) == 1:  # the common case: read the mapping directly
+        name = node.last.name
         if node.multi:
-            return [normalise(v, node.elem or "any") for v in raw or []]
-        return normalise(raw, node.type)
+            kept, other = _normaliser(node.elem or "any")
+            return lambda ctx, links: [v if type(v) in kept else other(v) for v in ctx.record.get(name) or []]
+        kept, other = _normaliser(node.type)
 
-    def load(self, entity: str, record_id: Any) -> Mapping[str, Any] | None:
-        if self.ctx.load is None:
-            raise EvalError(f"following a link to {entity} needs a loader (EvalContext.load)")
-        key = (entity, record_id)
-        if key not in self._loaded:
-            self._loaded[key] = self.ctx.load(entity, record_id)
-        return self._loaded[key]
+        def field(ctx: EvalContext, links: Links) -> Any:
+            raw = ctx.record.get(name)
+            return raw if type(raw) in kept else other(raw)
 
-    def v_UserRef(self, node: UserRef) -> Any:
-        user = self.ctx.user
-        if node.attr in ("teams", "roles"):
-            return sorted(getattr(user, node.attr)) if user else []
-        if user is None:
+        return field
+    read = _reader(node)
+    if node.root == "record":
+        return lambda ctx, links: read(ctx, links, ctx.record)
+
+    def this_field(ctx: EvalContext, links: Links) -> Any:
+        if ctx.this is None:
+            raise EvalError("'this' needs the outer record (EvalContext.this)")
+        return read(ctx, links, ctx.this)
+
+    return this_field
+
+
+def _reader(node: FieldRef) -> Reader:
+    """A field path read from a given record (the record, ``this``, the previous version)."""
+    path = tuple((hop.field.name, hop.field.entity or "") for hop in node.hops[:-1])
+    name, multi = node.last.name, node.multi
+    kept, other = _normaliser((node.elem or "any") if multi else node.type)
+
+    def read(ctx: EvalContext, links: Links, source: Mapping[str, Any] | None) -> Any:
+        for link_field, entity in path:
+            link = source.get(link_field) if source is not None else None
+            if link is None:
+                return [] if multi else None
+            source = _load(ctx, links, entity, link)
+        if source is None:
+            return [] if multi else None
+        raw = source.get(name)
+        if multi:
+            return [v if type(v) in kept else other(v) for v in raw or []]
+        return raw if type(raw) in kept else other(raw)
+
+    return read
+
+
+def _load(ctx: EvalContext, links: Links, entity: str, record_id: Any) -> Mapping[str, Any] | None:
+    if ctx.load is None:
+        raise EvalError(f"following a link to {entity} needs a loader (EvalContext.load)")
+    key = (entity, record_id)
+    if key not in links:
+        links[key] = ctx.load(entity, record_id)
+    return links[key]
+
+
+def _user(node: UserRef) -> Fn:
+    attr = node.attr
+    if attr in ("teams", "roles"):
+        return lambda ctx, links: sorted(getattr(ctx.user, attr)) if ctx.user else []
+    if attr in (None, "id"):
+        return lambda ctx, links: None if ctx.user is None else ctx.user.id
+    return lambda ctx, links: None if ctx.user is None else getattr(ctx.user, attr)
+
+
+def _midnight(node: LocalMidnight) -> Fn:
+    day = value(node.operand)
+
+    def midnight(ctx: EvalContext, links: Links) -> dt.datetime | None:
+        found = day(ctx, links)
+        if found is None:
             return None
-        if node.attr in (None, "id"):
-            return user.id
-        return getattr(user, node.attr)
+        return dt.datetime.combine(found, MIDNIGHT, tzinfo=zone(ctx.app.timezone)).astimezone(dt.UTC)
 
-    def v_LocalMidnight(self, node: LocalMidnight) -> dt.datetime | None:
-        day = self.value(node.operand)
-        if day is None:
-            return None
-        return dt.datetime.combine(day, dt.time(0), tzinfo=self.tz).astimezone(dt.UTC)
+    return midnight
 
-    # -- operators -----------------------------------------------------------------------------
 
-    def v_Compare(self, node: Compare) -> bool:
-        left, right = self.value(node.left), self.value(node.right)
-        if left is None or right is None:
+# -- operators ------------------------------------------------------------------------------------
+
+
+def _compare(node: Compare) -> Fn:
+    test = COMPARE[node.op]
+    left, right = node.left, node.right
+    if isinstance(right, Const) and right.value is not None:
+        constant = right.value
+        if isinstance(left, FieldRef) and left.root == "record" and len(left.hops) == 1 and not left.multi:
+            name = left.last.name
+            kept, other = _normaliser(left.type)
+
+            def field_with_constant(ctx: EvalContext, links: Links) -> bool:
+                raw = ctx.record.get(name)
+                if raw is None:
+                    return False
+                return test(raw if type(raw) in kept else other(raw), constant)
+
+            return field_with_constant
+        operand = value(left)
+
+        def with_constant(ctx: EvalContext, links: Links) -> bool:
+            found = operand(ctx, links)
+            return found is not None and test(found, constant)
+
+        return with_constant
+    lhs, rhs = value(left), value(right)
+
+    def compare(ctx: EvalContext, links: Links) -> bool:
+        a, b = lhs(ctx, links), rhs(ctx, links)
+        if a is None or b is None:
             return False
-        return bool(COMPARE[node.op](left, right))
+        return test(a, b)
 
-    def v_IsNull(self, node: IsNull) -> bool:
-        is_null = self.value(node.operand) is None
-        return not is_null if node.negate else is_null
+    return compare
 
-    def v_In(self, node: In) -> bool:
-        left = self.value(node.left)
-        right = self.value(node.right)
-        if left is None or right is None:
+
+def _is_null(node: IsNull) -> Fn:
+    operand = value(node.operand)
+    if node.negate:
+        return lambda ctx, links: operand(ctx, links) is not None
+    return lambda ctx, links: operand(ctx, links) is None
+
+
+def _in(node: In) -> Fn:
+    left, negate = value(node.left), node.negate
+    right = node.right
+    if node.mode == "list" and isinstance(right, ListLit) and all(isinstance(i, Const) for i in right.items):
+        # ``x in ["a", "b"]``: the constants once, nulls dropped (``item is not None and item == x``)
+        options = tuple(i.value for i in right.items if i.value is not None)  # type: ignore[attr-defined]
+
+        def among_constants(ctx: EvalContext, links: Links) -> bool:
+            found = left(ctx, links)
+            if found is None:
+                return False
+            return (found in options) is not negate
+
+        return among_constants
+    within = value(right)
+    text = node.mode == "text"
+
+    def among(ctx: EvalContext, links: Links) -> bool:
+        a, b = left(ctx, links), within(ctx, links)
+        if a is None or b is None:
             return False
-        if node.mode == "text":
-            found = left in right
-        else:
-            found = any(item is not None and item == left for item in right)
-        return not found if node.negate else found
+        found = a in b if text else any(item is not None and item == a for item in b)
+        return found is not negate
 
-    def v_BoolOp(self, node: BoolOp) -> bool:
-        if node.op == "and":
-            return all(self.truth(v) for v in node.values)
-        return any(self.truth(v) for v in node.values)
+    return among
 
-    def v_Not(self, node: Not) -> bool:
-        return not self.truth(node.operand)
 
-    def v_Arith(self, node: Arith) -> Any:
-        left, right = self.value(node.left), self.value(node.right)
-        if left is None or right is None:
+def _bool_op(node: BoolOp) -> Fn:
+    # Conditions give True or False, so ``and``/``or`` of two give True or False too; more than two
+    # nest: ``a and (b and c)``.
+    tests = [condition(v) for v in node.values]
+    joined = tests[-1]
+    for test in reversed(tests[:-1]):
+        joined = _both(test, joined) if node.op == "and" else _either(test, joined)
+    return joined
+
+
+def _both(first: Fn, second: Fn) -> Fn:
+    return lambda ctx, links: first(ctx, links) and second(ctx, links)
+
+
+def _either(first: Fn, second: Fn) -> Fn:
+    return lambda ctx, links: first(ctx, links) or second(ctx, links)
+
+
+def _not(node: Not) -> Fn:
+    test = condition(node.operand)
+    return lambda ctx, links: not test(ctx, links)
+
+
+def _arith(node: Arith) -> Fn:
+    lhs, rhs = value(node.left), value(node.right)
+    if node.op == "/":
+
+        def divide(ctx: EvalContext, links: Links) -> Any:
+            a, b = lhs(ctx, links), rhs(ctx, links)
+            if a is None or b is None or b == 0:  # as in SQL (NULLIF): no value rather than an error
+                return None
+            return Decimal(a) / Decimal(b)
+
+        return divide
+    op = {"+": operator.add, "-": operator.sub, "*": operator.mul}[node.op]
+
+    def arith(ctx: EvalContext, links: Links) -> Any:
+        a, b = lhs(ctx, links), rhs(ctx, links)
+        if a is None or b is None:
             return None
-        if node.op == "+":
-            return left + right
-        if node.op == "-":
-            return left - right
-        if node.op == "*":
-            return left * right
-        if right == 0:  # as in SQL (NULLIF): no value rather than an error
-            return None
-        return Decimal(left) / Decimal(right)
+        return op(a, b)
 
-    def v_Neg(self, node: Neg) -> Any:
-        value = self.value(node.operand)
-        return None if value is None else -value
+    return arith
 
-    def v_Count(self, node: Count) -> int:
-        if self.ctx.count is None:
+
+def _neg(node: Neg) -> Fn:
+    operand = value(node.operand)
+
+    def neg(ctx: EvalContext, links: Links) -> Any:
+        found = operand(ctx, links)
+        return None if found is None else -found
+
+    return neg
+
+
+def _count(node: Count) -> Fn:
+    target, inner = node.target.name, node.inner
+    within = float(node.within.total_seconds()) if node.within is not None else None
+
+    def count(ctx: EvalContext, links: Links) -> int:
+        if ctx.count is None:
             raise EvalError("count() needs a counter (EvalContext.count)")
-        within = float(node.within.total_seconds()) if node.within is not None else None
-        return self.ctx.count(node.target.name, node.inner, within, self.ctx.record)
+        return ctx.count(target, inner, within, ctx.record)
 
-    # -- functions -----------------------------------------------------------------------------
+    return count
 
-    def v_Call(self, node: Call) -> Any:
-        return _BY_FUNCTION[node.name](self, node)
 
-    def now(self) -> dt.datetime:
-        now = self.ctx.now
-        return now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now
+# -- functions ------------------------------------------------------------------------------------
 
-    def fn_now(self, node: Call) -> dt.datetime:
-        return self.now()
 
-    def fn_today(self, node: Call) -> dt.date:
-        return self.now().astimezone(self.tz).date()
+def _call(node: Call) -> Fn:
+    return _FUNCTIONS[node.name](node)
 
-    def fn_is_empty(self, node: Call) -> bool:
-        value = self.value(node.args[0])
-        return value is None or (isinstance(value, str | list) and len(value) == 0)
 
-    def fn_len(self, node: Call) -> int | None:
-        value = self.value(node.args[0])
-        return None if value is None else len(value)
+def _now(ctx: EvalContext) -> dt.datetime:
+    now = ctx.now
+    return now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now
 
-    def fn_date(self, node: Call) -> dt.date | None:
-        value = self.value(node.args[0])
-        return None if value is None else value.astimezone(self.tz).date()
 
-    def fn_hours_since(self, node: Call) -> Decimal | None:
-        value = self.value(node.args[0])
-        return None if value is None else seconds(self.now() - value) / Decimal(3600)
+def fn_now(node: Call) -> Fn:
+    return lambda ctx, links: _now(ctx)
 
-    def fn_contains(self, node: Call) -> bool:
-        haystack, needle = self.value(node.args[0]), self.value(node.args[1])
-        return haystack is not None and needle is not None and needle in haystack
 
-    def fn_contains_any(self, node: Call) -> bool:
-        haystack, needles = self.value(node.args[0]), self.value(node.args[1])
-        return haystack is not None and any(n is not None and n in haystack for n in needles)
+def fn_today(node: Call) -> Fn:
+    return lambda ctx, links: _now(ctx).astimezone(zone(ctx.app.timezone)).date()
 
-    def fn_time_between(self, node: Call) -> bool:
-        value = self.value(node.args[0])
-        if value is None:
+
+def fn_is_empty(node: Call) -> Fn:
+    operand = value(node.args[0])
+
+    def is_empty(ctx: EvalContext, links: Links) -> bool:
+        found = operand(ctx, links)
+        return found is None or (isinstance(found, TEXT_OR_LIST) and len(found) == 0)
+
+    return is_empty
+
+
+def fn_len(node: Call) -> Fn:
+    operand = value(node.args[0])
+
+    def length(ctx: EvalContext, links: Links) -> int | None:
+        found = operand(ctx, links)
+        return None if found is None else len(found)
+
+    return length
+
+
+def fn_date(node: Call) -> Fn:
+    operand = value(node.args[0])
+
+    def date(ctx: EvalContext, links: Links) -> dt.date | None:
+        found = operand(ctx, links)
+        return None if found is None else found.astimezone(zone(ctx.app.timezone)).date()
+
+    return date
+
+
+def fn_hours_since(node: Call) -> Fn:
+    operand = value(node.args[0])
+
+    def hours_since(ctx: EvalContext, links: Links) -> Decimal | None:
+        found = operand(ctx, links)
+        return None if found is None else seconds(_now(ctx) - found) / HOUR
+
+    return hours_since
+
+
+def fn_contains(node: Call) -> Fn:
+    haystack, needle = value(node.args[0]), value(node.args[1])
+
+    def contains(ctx: EvalContext, links: Links) -> bool:
+        h, n = haystack(ctx, links), needle(ctx, links)
+        return h is not None and n is not None and n in h
+
+    return contains
+
+
+def fn_contains_any(node: Call) -> Fn:
+    haystack, needles = value(node.args[0]), value(node.args[1])
+
+    def contains_any(ctx: EvalContext, links: Links) -> bool:
+        h, ns = haystack(ctx, links), needles(ctx, links)
+        return h is not None and any(n is not None and n in h for n in ns)
+
+    return contains_any
+
+
+def fn_time_between(node: Call) -> Fn:
+    operand = value(node.args[0])
+    start, end, width = node.options["start"], node.options["end"], node.options["width"]
+    wraps = start > end  # the window wraps past midnight
+    # "HH:MM[:SS]" texts compare as the numbers they spell: minutes (or seconds) into the day.
+    first, last = _into_day(start), _into_day(end)
+
+    def time_between(ctx: EvalContext, links: Links) -> bool:
+        found = operand(ctx, links)
+        if found is None:
             return False
-        local = value.astimezone(self.tz).time() if isinstance(value, dt.datetime) else value
-        text = local.strftime("%H:%M:%S")[: node.options["width"]]
-        start, end = node.options["start"], node.options["end"]
-        if start <= end:
-            return start <= text <= end
-        return text >= start or text <= end  # the window wraps past midnight
+        if isinstance(found, dt.datetime):
+            found = found.astimezone(zone(ctx.app.timezone))
+        elif type(found) is not dt.time:  # not a time of day: as its strftime reads
+            text = found.strftime("%H:%M:%S")[:width]
+            return (text >= start or text <= end) if wraps else start <= text <= end
+        at = found.hour * 60 + found.minute
+        if width == 8:
+            at = at * 60 + found.second
+        return (at >= first or at <= last) if wraps else first <= at <= last
 
-    def fn_changed(self, node: Call) -> bool:
-        ref = node.args[0]
-        assert isinstance(ref, FieldRef)
-        current = self.value(ref)
-        if self.ctx.previous is None:  # a new record: every field with a value has changed
-            return current is not None and current != [] and current != ""
-        return current != self.read(ref, self.ctx.previous)
-
-    def fn_previous(self, node: Call) -> Any:
-        ref = node.args[0]
-        assert isinstance(ref, FieldRef)
-        if self.ctx.previous is None:
-            return [] if ref.multi else None
-        return self.read(ref, self.ctx.previous)
-
-    def fn_has_role(self, node: Call) -> bool:
-        user = self.ctx.user
-        return user is not None and node.options["name"] in user.roles
-
-    def fn_in_team(self, node: Call) -> bool:
-        user = self.ctx.user
-        return user is not None and node.options["name"] in user.teams
+    return time_between
 
 
-# The methods for each node class (``v_<Class>``) and function (``fn_<name>``), looked up once.
-_BY_NODE: dict[type, Any] = {getattr(nodes, name[2:]): method for name, method in vars(Evaluator).items() if name.startswith("v_")}
-_BY_FUNCTION: dict[str, Any] = {name[3:]: method for name, method in vars(Evaluator).items() if name.startswith("fn_")}
+def _into_day(text: str) -> int:
+    """``"07:59"`` as minutes into the day, ``"07:59:30"`` as seconds."""
+    parts = [int(p) for p in text.split(":")]
+    return parts[0] * 60 + parts[1] if len(parts) == 2 else (parts[0] * 60 + parts[1]) * 60 + parts[2]
+
+
+def fn_changed(node: Call) -> Fn:
+    ref = node.args[0]
+    assert isinstance(ref, FieldRef)
+    current, read = value(ref), _reader(ref)
+
+    def changed(ctx: EvalContext, links: Links) -> bool:
+        now = current(ctx, links)
+        if ctx.previous is None:  # a new record: every field with a value has changed
+            return now is not None and now != [] and now != ""
+        return now != read(ctx, links, ctx.previous)
+
+    return changed
+
+
+def fn_previous(node: Call) -> Fn:
+    ref = node.args[0]
+    assert isinstance(ref, FieldRef)
+    read, multi = _reader(ref), ref.multi
+
+    def previous(ctx: EvalContext, links: Links) -> Any:
+        if ctx.previous is None:
+            return [] if multi else None
+        return read(ctx, links, ctx.previous)
+
+    return previous
+
+
+def fn_has_role(node: Call) -> Fn:
+    role = node.options["name"]
+    return lambda ctx, links: ctx.user is not None and role in ctx.user.roles
+
+
+def fn_in_team(node: Call) -> Fn:
+    team = node.options["name"]
+    return lambda ctx, links: ctx.user is not None and team in ctx.user.teams
+
+
+# The builder of each node class and each function (``fn_<name>``).
+_BUILD: dict[type, Callable[[Any], Fn]] = {
+    Const: _const, ListLit: _list, FieldRef: _field, UserRef: _user, LocalMidnight: _midnight, Compare: _compare,
+    IsNull: _is_null, In: _in, BoolOp: _bool_op, Not: _not, Arith: _arith, Neg: _neg, Count: _count, Call: _call,
+}  # fmt: skip
+_FUNCTIONS: dict[str, Callable[[Call], Fn]] = {name[3:]: fn for name, fn in globals().items() if name.startswith("fn_")}

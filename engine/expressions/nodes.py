@@ -1,4 +1,4 @@
-"""The typed tree the checker produces and both back ends (Python, SQL) walk.
+"""The typed tree the checker produces and both back ends (Python closures, SQL) compile.
 
 Every node knows its value type (see :mod:`engine.expressions.types`), its place in the source
 (``col``, a character offset) and whether it is *constant*: independent of the record, so the

@@ -39,7 +39,7 @@ from engine.db import UTCDateTime
 from .compiled import Compiled, EvalContext, SqlContext
 from .counts import ThisParameters
 from .dialect import Contains, Epoch, EpochDate, FromEpoch, LocalDate, LocalText, TimeText
-from .evaluate import Evaluator, normalise, seconds
+from .evaluate import normalise, seconds
 from .nodes import (
     Arith,
     BoolOp,
@@ -121,7 +121,8 @@ class SqlCompiler:
         self.table = table
         # ``this``: the outer table inside a nested count, or the outer record's values.
         self.this = this if this is not None else ctx.this_values
-        self._evaluator = Evaluator(EvalContext(record={}, app=ctx.app, entity=compiled.entity, now=ctx.now, user=ctx.user))
+        # Constant parts are evaluated in Python (the same closures as a record's) and bound.
+        self._constants = EvalContext(record={}, app=ctx.app, entity=compiled.entity, now=ctx.now, user=ctx.user)
 
     def compile(self) -> ColumnElement:
         root = self.compiled.root
@@ -131,7 +132,7 @@ class SqlCompiler:
         return self.ctx.schema.entity(self.app.name, entity.name).main
 
     def const(self, node: Node) -> Any:
-        return self._evaluator.value(node)
+        return self.compiled.evaluate_part(node, self._constants)
 
     def null_const(self, node: Node) -> bool:
         return node.const and self.const(node) is None
@@ -140,7 +141,7 @@ class SqlCompiler:
 
     def cond(self, node: Node) -> ColumnElement:
         if node.const:
-            return true() if self._evaluator.truth(node) else false()
+            return true() if self.const(node) is True else false()
         handler = getattr(self, f"c_{type(node).__name__}", None)
         if handler is not None:
             return handler(node)
