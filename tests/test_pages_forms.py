@@ -165,7 +165,7 @@ async def test_xss_in_every_text_field_renders_inert(desk: Desk):
         assert page.status_code in (200, 422)
         assert "<script>alert" not in page.text and "<img src=x" not in page.text
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in pages[1].text
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in pages[0].text  # the list's cells, escaped in Python
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in pages[0].text  # the list's cells, escaped in Python
 
 
 @pytest.mark.anyio
