@@ -102,7 +102,7 @@ class Field:
     def is_multi(self) -> bool:
         return self.type in ALWAYS_MULTI or (self.type in MAY_BE_MULTI and self.multiple)
 
-    @property
+    @functools.cached_property
     def option_keys(self) -> tuple[str, ...]:
         return tuple(key for key, _ in self.options)
 
@@ -286,6 +286,16 @@ class Entity:
     @functools.cached_property
     def computed_names(self) -> frozenset[str]:
         return frozenset(f.name for f in self.fields if f.is_computed)
+
+    @functools.cached_property
+    def reference_fields(self) -> tuple[Field, ...]:
+        """The fields whose values name other rows: users, linked records, files."""
+        return tuple(f for f in self.fields if f.type in ("user", "link", "file", "image"))
+
+    @functools.cached_property
+    def guarded_fields(self) -> tuple[Field, ...]:
+        """The fields with a ``readonly_if``."""
+        return tuple(f for f in self.fields if f.readonly_if is not None)
 
     @functools.cached_property
     def user_fields(self) -> tuple[Field, ...]:

@@ -40,9 +40,6 @@ def _pattern(text: str) -> re.Pattern[str]:
     return re.compile(text)
 
 
-REFERENCE_TYPES = frozenset({"user", "link", "file", "image"})  # values that name other rows
-
-
 class RecordChecker:
     def __init__(self, records: Records) -> None:
         self.records = records
@@ -118,6 +115,8 @@ class RecordChecker:
                 record[f.name] = self.records.users.ids(conn, [record[f.name]]).get(record[f.name])
 
     def compute(self, conn: Connection, entity: Entity, record: dict[str, Any], actor: Actor, now: dt.datetime) -> None:
+        if not entity.computed_names:
+            return
         computed = [f for f in entity.fields if f.is_computed and f.expr is not None]
         if not computed:
             return
@@ -138,7 +137,7 @@ class RecordChecker:
         """Usernames to ids, and linked records and files that must exist."""
         errors: dict[str, str] = {}
         users = self.records.users
-        given = [f for f in entity.fields if f.name in parsed and f.type in REFERENCE_TYPES and not is_empty(parsed[f.name])]
+        given = [f for f in entity.reference_fields if f.name in parsed and not is_empty(parsed[f.name])]
         names = {v for f in given if f.type == "user" for v in _values(parsed[f.name]) if isinstance(v, str)}
         ids = users.ids(conn, names) if names else {}
         for f in given:
@@ -180,7 +179,7 @@ class RecordChecker:
         self, conn: Connection, entity: Entity, before: Mapping[str, Any], incoming: Mapping[str, Any], actor: Actor,
         now: dt.datetime,
     ) -> None:  # fmt: skip
-        guarded = [f for f in entity.fields if f.readonly_if is not None and f.name in incoming and incoming[f.name] != before.get(f.name)]
+        guarded = [f for f in entity.guarded_fields if f.name in incoming and incoming[f.name] != before.get(f.name)]
         if not guarded:
             return
         ctx = self.context(conn, entity, before, None, actor, now)
@@ -198,8 +197,12 @@ class RecordChecker:
 
     def validate(
         self, conn: Connection, entity: Entity, record: Mapping[str, Any], before: Mapping[str, Any] | None,
-        actor: Actor, now: dt.datetime,
+        actor: Actor, now: dt.datetime, *, changed: set[str] | None = None,
     ) -> None:  # fmt: skip
+        """Refuse a record that breaks a field's rules or a ``validations:`` entry. ``changed``:
+        the record passed before but for these fields (a creation's rules changed them), so only
+        their values are checked again; what is required and the validations, which read other
+        fields too, are checked whole."""
         errors: dict[str, str] = {}
         ctx: EvalContext | None = None
 
@@ -217,10 +220,12 @@ class RecordChecker:
                 if needed and self.visible(entity, f, context):
                     errors[f.name] = Msg("required")
                 continue
-            message = self.check_value(f, value)
+            message = self.check_value(f, value) if changed is None or f.name in changed else None
             if message:
                 errors[f.name] = message
         for f in entity.fields:
+            if changed is not None and f.name not in changed:
+                continue
             if f.unique and f.name not in errors and not is_empty(record.get(f.name)):
                 if before is None or before.get(f.name) != record.get(f.name):
                     table = self.records.tables(entity).main

@@ -272,8 +272,9 @@ def store(
     before, names = pending.before, list(pending.rules)
     pending.before, pending.rules, pending.unsaved = None, [], False
     if before is not None:  # checked as write_pending checks staged changes: all of them together
+        changed = {f.name for f in entity.fields if record.get(f.name) != before.get(f.name)}
         try:
-            records.checker.validate(conn, entity, record, None, trigger.as_rule(", ".join(names)), now)
+            records.checker.validate(conn, entity, record, None, trigger.as_rule(", ".join(names)), now, changed=changed)
         except RecordError as exc:
             exc.message = f"rule '{', '.join(names)}': {exc.message}"
             exc.args = (exc.message,)
