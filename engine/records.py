@@ -233,7 +233,6 @@ class Records:
         self.checker.apply_defaults(conn, entity, record, incoming, actor, now)
         self.checker.compute(conn, entity, record, actor, now)
         self.checker.validate(conn, entity, record, None, actor, now)
-        tables = self.tables(entity)
         if entity.number:
             record["number"] = make_number(
                 conn, self.schema.system["kiln_sequences"], self.app.name, entity.name, NumberFormat(entity.number),

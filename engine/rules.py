@@ -136,7 +136,8 @@ def run(records: Records, conn: Connection, change: Change) -> dict[str, Any] | 
     events = events_of(change, entity_plan.watched) & entity_plan.events
     if not events:
         return None
-    return fire(records, conn, change.entity, change.after, change.before, events, change.actor, change.now, change_key(records, change.entity, change.after))
+    key = change_key(records, change.entity, change.after)
+    return fire(records, conn, change.entity, change.after, change.before, events, change.actor, change.now, key)
 
 
 def change_key(records: Records, entity: Entity, record: Mapping[str, Any]) -> str:
@@ -507,6 +508,7 @@ def _in_memory(action: Action, entity: Entity) -> bool:
     stored yet: ``set``, ``assign``, and tags where the entity has a tags field (else they are
     rows of kiln_tags, which need the record's id)."""
     return action.kind in ("set", "assign") or (action.kind in tags.TAG_ACTIONS and tags.tags_field(entity) is not None)
+
 
 ACTIONS: dict[str, Callable[[Scope, Any], bool]] = {
     "set": action_set,
