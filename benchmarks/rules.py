@@ -90,6 +90,34 @@ def measure(definitions: Path, url: str, count: int) -> float:
         instance.close()
 
 
+def cpu_per_create(definitions: dict[str, Path], copies: dict[str, Path], rounds: int, batch: int) -> dict[str, float]:
+    """CPU time per create (ms) of each definition, each on its own copy of the tickets, all open
+    in this process and driven in turns, batch by batch; the median of ``rounds`` batches each.
+    This machine's speed drifts between runs by more than the difference measured: turns of a
+    few hundred creates see the same drift, and CPU time leaves out the waits of other processes."""
+    instances = {}
+    try:
+        for kind, folder in definitions.items():
+            instance = instances[kind] = Instance.open(folder, f"sqlite:///{copies[kind]}", env={})
+            migrations.apply(instance.engine, instance.compiled)
+            with instance.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        values = {"summary": "轴承异响，停机风险", "device": 1, "category": "mechanical", "est_cost": "120.50"}
+        spent: dict[str, list[float]] = {kind: [] for kind in instances}
+        for turn in range(rounds + 1):  # the first turn warms caches and pools, uncounted
+            for kind, instance in instances.items():
+                records = instance.records("bench")
+                start = time.process_time()
+                for i in range(batch):
+                    records.create("ticket", {**values, "device": 1 + i % DEVICES}, SYSTEM, now=dt.datetime.now(dt.UTC))
+                if turn:
+                    spent[kind].append((time.process_time() - start) / batch * 1000)
+        return {kind: statistics.median(times) for kind, times in spent.items()}
+    finally:
+        for instance in instances.values():
+            instance.close()
+
+
 def run(options: dict) -> list[Result]:
     rows = int(options.get("rows", 1_000_000))
     count = int(options.get("rule_creates", 1500))
@@ -107,6 +135,10 @@ def run(options: dict) -> list[Result]:
         for _ in range(rounds):
             without.append(measure(plain, url, count))
             with_rules.append(measure(ruled, url, count))
+        copies = {"plain": copy, "ruled": tmp / "rules-cpu.db"}
+        shutil.copyfile(source, copies["ruled"])
+        turns = int(options.get("rule_cpu_rounds", 10))
+        cpu = cpu_per_create({"plain": plain, "ruled": ruled}, copies, turns, int(options.get("rule_cpu_batch", 300)))
     base, ruled_rate = statistics.median(without), statistics.median(with_rules)
     share = ruled_rate / base * 100 if base else 0.0
     label = f"{rows:,} records, sqlite, median of {rounds}"
@@ -115,4 +147,7 @@ def run(options: dict) -> list[Result]:
         Result(f"rules: creates/s, no rules, {label}", base, "creates/s"),
         Result(f"rules: creates/s, 20 rules, {label}", ruled_rate, "creates/s", note=spread),
         Result("rules: throughput kept with 20 rules", share, "%", ">= 70%"),
+        Result("rules: CPU per create in one process, in turns, no rules", cpu["plain"], "ms", note=f"median of {turns} turns"),
+        Result("rules: CPU per create in one process, in turns, 20 rules", cpu["ruled"], "ms", note=f"median of {turns} turns"),
+        Result("rules: kept with 20 rules, by CPU per create", cpu["plain"] / cpu["ruled"] * 100, "%"),
     ]

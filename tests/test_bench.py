@@ -38,3 +38,13 @@ def test_web_benchmark_runs(tmp_path):
     assert "hand-written" in results[1].name
     assert all(r.value > 0 for r in results)
     assert "50 rows" in results[0].note and "50 rows" in results[1].note
+
+
+def test_rules_benchmark_runs(tmp_path):
+    """Creates with and without the 20 rules, as throughput and as CPU per create in turns."""
+    from benchmarks import rules
+
+    options = {"rows": 3000, "cache": tmp_path, "rule_creates": 20, "rule_rounds": 1, "rule_cpu_rounds": 1, "rule_cpu_batch": 10}
+    results = rules.run(options)
+    assert [r.unit for r in results] == ["creates/s", "creates/s", "%", "ms", "ms", "%"]
+    assert all(r.value > 0 for r in results)
