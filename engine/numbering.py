@@ -63,8 +63,10 @@ def _statements(sequences: Table) -> tuple[Prepared, Prepared, Prepared]:
         sequences.c.app == bindparam("k_app"), sequences.c.entity == bindparam("k_entity"),
         sequences.c.prefix == bindparam("k_prefix"),
     )  # fmt: skip
-    bump = update(sequences).where(key).values(value=sequences.c.value + 1).returning(sequences.c.value)
-    first = {"app": bindparam("k_app"), "entity": bindparam("k_entity"), "prefix": bindparam("k_prefix"), "value": 0}
+    # The step and the first value are named parameters the caller gives, so the driver's
+    # parameters are built in one pass (Prepared: an anonymous literal is filled in more slowly).
+    bump = update(sequences).where(key).values(value=sequences.c.value + bindparam("k_step")).returning(sequences.c.value)
+    first = {"app": bindparam("k_app"), "entity": bindparam("k_entity"), "prefix": bindparam("k_prefix"), "value": bindparam("k_first")}
     pg_insert = postgresql.insert(sequences).values(first).on_conflict_do_nothing()
     sqlite_insert = sqlite.insert(sequences).values(first).on_conflict_do_nothing()
     return Prepared(bump), Prepared(pg_insert), Prepared(sqlite_insert)
@@ -73,7 +75,7 @@ def _statements(sequences: Table) -> tuple[Prepared, Prepared, Prepared]:
 def next_value(conn: Connection, sequences: Table, app: str, entity: str, prefix: str) -> int:
     """Bump and return the counter of ``prefix`` (first value 1), in the caller's transaction."""
     bump, pg_insert, sqlite_insert = _statements(sequences)
-    params = {"k_app": app, "k_entity": entity, "k_prefix": prefix}
+    params = {"k_app": app, "k_entity": entity, "k_prefix": prefix, "k_step": 1, "k_first": 0}
     value = bump.execute(conn, params).scalar()
     if value is not None:
         return int(value)
