@@ -222,9 +222,12 @@ class Query:
 
     # -- lists ---------------------------------------------------------------------------------
 
-    def filtered(self, entity: Entity, actor: Actor, spec: ListSpec, conn: Connection) -> Select:
-        """SELECT of the main table with scope, filters, search and ``where`` applied."""
-        query = select(*self._columns(entity, spec)).where(self.readable(entity, actor))
+    def filtered(
+        self, entity: Entity, actor: Actor, spec: ListSpec, conn: Connection, readable: ColumnElement[bool] | None = None
+    ) -> Select:  # fmt: skip
+        """SELECT of the main table with scope, filters, search and ``where`` applied; ``readable``:
+        the actor's rows as the caller already worked them out (:meth:`readable`)."""
+        query = select(*self._columns(entity, spec)).where(self.readable(entity, actor) if readable is None else readable)
         hidden = permissions.hidden_fields(entity, actor)
         for name, raw in spec.filters.items():
             query = query.where(self._filter(conn, entity, name, raw, hidden))
@@ -362,9 +365,10 @@ class Query:
             return self._page_before(conn, entity, actor, spec, column, descending, limit)
         table = self.records.tables(entity).main
         after = self._decode_after(column, spec.cursor) if spec.cursor else None
-        rows = self._reused_page(conn, entity, actor, spec, hidden, column, descending, after, limit)
+        scope = self.read_clause(entity, actor)  # None: the actor reads every row
+        rows = None if scope is not None else self._reused_page(conn, entity, spec, hidden, column, descending, after, limit)
         if rows is None:
-            query = self.filtered(entity, actor, spec, conn)
+            query = self.filtered(entity, actor, spec, conn, readable=true() if scope is None else scope)
             if after is not None:
                 query = query.where(self._after(column, table.c.id, *after, descending))
             rows = _dicts(conn.execute(query.order_by(*_order(table, column, descending)).limit(limit + 1)))
@@ -376,17 +380,18 @@ class Query:
         return Page(rows, next_cursor, prev_cursor)
 
     def _reused_page(
-        self, conn: Connection, entity: Entity, actor: Actor, spec: ListSpec, hidden: set[str], column: Any,
-        descending: bool, after: tuple[Any, int] | None, limit: int,
+        self, conn: Connection, entity: Entity, spec: ListSpec, hidden: set[str], column: Any, descending: bool,
+        after: tuple[Any, int] | None, limit: int,
     ) -> list[dict[str, Any]] | None:  # fmt: skip
         """The rows of the common list page (one more than ``limit``) by a statement kept per
-        shape, or None for a list of another kind. The common page: an actor who reads every row,
-        filters that are ``column IN (values)``, no search, no ``where``. Its statement depends only
+        shape, or None for a list of another kind. The common page (for an actor who reads every
+        row, which the caller checked): filters that are ``column IN (values)``, no search, no
+        ``where``. Its statement depends only
         on the columns, the filters' columns and numbers of values, the order, whether there is a
         cursor and the limit, so it is built and compiled once and run with the values as
         parameters (building, caching and executing a SELECT through SQLAlchemy cost more than the
         database's own work on the hot list page)."""
-        if spec.search or spec.where or self.read_clause(entity, actor) is not None:
+        if spec.search or spec.where:
             return None
         filters = []
         for name, raw in spec.filters.items():

@@ -261,9 +261,7 @@ class Records:
             if entry["record_id"] is None:
                 entry["record_id"] = record["id"]
         audit.write(conn, self.schema.system["kiln_audit"], entries)
-        change = Change(entity, None, record, actor, now)
-        rollups.on_change(self, conn, change)  # the dashboards' daily counts, in this transaction
-        sla.on_change(self, conn, change)
+        self._count_and_time(conn, Change(entity, None, record, actor, now))
         return record
 
     def update(
@@ -370,11 +368,16 @@ class Records:
         change records themselves, and so come back here), then the approvals and carbon copies
         the change opens (safe to run twice for one change). The record as the rules left it
         when one acted, else None."""
-        rollups.on_change(self, conn, change)  # the dashboards' daily counts, in this transaction
-        sla.on_change(self, conn, change)  # first: a rule moving the record on then stops the clock
+        self._count_and_time(conn, change)  # first: a rule moving the record on then stops the clock
         left = rules.run(self, conn, change)
         approvals.on_change(self, conn, change)
         return left
+
+    def _count_and_time(self, conn: Connection, change: Change) -> None:
+        """The dashboards' daily counts and the record's SLA clocks for ``change``, in its
+        transaction (a creation's once its rules have run, engine/rules.py: create)."""
+        rollups.on_change(self, conn, change)
+        sla.on_change(self, conn, change)
 
     def parse_input(self, conn: Connection, entity: Entity, values: Mapping[str, Any], actor: Actor, creating: bool) -> dict[str, Any]:
         """Input values as Python values; every bad field is reported at once."""

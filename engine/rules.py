@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -249,12 +250,21 @@ def write_pending(
         return record
     before, names = pending.before, list(pending.rules)
     pending.before, pending.rules = None, []
+    with _staged_by(names):
+        return records.write_staged(conn, entity, before, record, trigger.as_rule(", ".join(names)), now)
+
+
+@contextmanager
+def _staged_by(names: list[str]) -> Iterator[None]:
+    """While the changes rules ``names`` staged are written: the chain of rules is one level
+    deeper (what that write sets off counts towards the depth limit), and a refusal names the
+    rules (a validation their changes together break)."""
     token = _chain.set((*_chain.get(), " + ".join(names)))
     try:
-        return records.write_staged(conn, entity, before, record, trigger.as_rule(", ".join(names)), now)
+        yield
     except RuleLoop:
         raise
-    except RecordError as exc:  # a validation the rules' changes together break
+    except RecordError as exc:
         exc.message = f"rule '{', '.join(names)}': {exc.message}"
         exc.args = (exc.message,)
         raise
@@ -272,30 +282,22 @@ def store(
     entries, pending.entries = pending.entries, []
     before, names = pending.before, list(pending.rules)
     pending.before, pending.rules, pending.unsaved = None, [], False
-    if before is not None:  # checked as write_pending checks staged changes: all of them together
-        changed = {f.name for f in entity.fields if record.get(f.name) != before.get(f.name)}
-        try:
-            records.checker.validate(conn, entity, record, None, trigger.as_rule(", ".join(names)), now, changed=changed)
-        except RecordError as exc:
-            exc.message = f"rule '{', '.join(names)}': {exc.message}"
-            exc.args = (exc.message,)
-            raise
-    stored = records.insert(conn, entity, record, entries, trigger, now)
     if before is None:
-        return stored
-    entity_plan = plan(records, entity)
-    assert entity_plan is not None
-    before = {**before, "id": stored["id"]}
-    events = events_of(Change(entity, before, stored, trigger, now), entity_plan.watched) & entity_plan.events
-    if not events:
-        return stored
-    token = _chain.set((*_chain.get(), " + ".join(names)))
-    try:
+        return records.insert(conn, entity, record, entries, trigger, now)
+    acting = trigger.as_rule(", ".join(names))
+    with _staged_by(names):  # checked, stored and reacted to as write_pending writes staged changes
+        changed = {f.name for f in entity.fields if record.get(f.name) != before.get(f.name)}
+        records.checker.validate(conn, entity, record, None, acting, now, changed=changed)
+        stored = records.insert(conn, entity, record, entries, trigger, now)
+        entity_plan = plan(records, entity)
+        assert entity_plan is not None
+        before = {**before, "id": stored["id"]}
+        events = events_of(Change(entity, before, stored, acting, now), entity_plan.watched) & entity_plan.events
+        if not events:
+            return stored
         # keyed apart from the creation's own rules, which share the record's version (1)
         key = f"{change_key(records, entity, stored)}/rules"
-        return fire(records, conn, entity, stored, before, events, trigger.as_rule(", ".join(names)), now, key) or stored
-    finally:
-        _chain.reset(token)
+        return fire(records, conn, entity, stored, before, events, acting, now, key) or stored
 
 
 def run_actions(scope: Scope) -> dict[str, Any]:
@@ -507,7 +509,7 @@ def _in_memory(action: Action, entity: Entity) -> bool:
     """Whether ``action`` only changes its record's own fields, and so can act on a record not
     stored yet: ``set``, ``assign``, and tags where the entity has a tags field (else they are
     rows of kiln_tags, which need the record's id)."""
-    return action.kind in ("set", "assign") or (action.kind in tags.TAG_ACTIONS and tags.tags_field(entity) is not None)
+    return action.kind in ("set", "assign") or (action.kind in tags.TAG_ACTIONS and entity.tags_field is not None)
 
 
 ACTIONS: dict[str, Callable[[Scope, Any], bool]] = {

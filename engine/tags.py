@@ -28,11 +28,6 @@ TAG_ACTIONS = frozenset({"add_tag", "remove_tag"})
 MARK_ACTIONS = frozenset({"mark", "unmark"})
 
 
-def tags_field(entity: Entity) -> str | None:
-    """The entity's own tags field (``type: tags``), which tag actions use when there is one."""
-    return entity.tags_field
-
-
 def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
@@ -160,7 +155,7 @@ def usage(records: Records, entity: Entity) -> tuple[bool, bool, bool, bool]:
         kinds = {a.kind for a in _actions(entity)}
         per_app[entity.name] = (
             entity.field("tags") is None, entity.field("flags") is None,
-            bool(kinds & TAG_ACTIONS) and tags_field(entity) is None, bool(kinds & MARK_ACTIONS),
+            bool(kinds & TAG_ACTIONS) and entity.tags_field is None, bool(kinds & MARK_ACTIONS),
         )  # fmt: skip
     return per_app[entity.name]
 
@@ -193,7 +188,7 @@ def _tag_action(scope: Scope, args: Any, adding: bool) -> bool:
     """Tags go into the entity's tags field when it has one (a change of the record, with its
     own events), else into ``kiln_tags`` with an audit entry naming the rule."""
     wanted = _tag_list(args)
-    own = tags_field(scope.entity)
+    own = scope.entity.tags_field
     if own is not None:
         current = list(scope.record.get(own) or [])
         new = [*current, *(t for t in wanted if t not in current)] if adding else [t for t in current if t not in wanted]

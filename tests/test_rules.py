@@ -166,3 +166,45 @@ def test_cron_fields():
     local = dt.datetime(2026, 3, 1, 8, 30)  # Sunday the 1st: the day of month matches (cron: either)
     assert cron.cron_matches(sets, "*/15 8-17 1,15 * mon-fri", local)
     assert not cron.cron_matches(sets, "*/15 8-17 1,15 * mon-fri", local.replace(day=7))  # a Saturday
+
+
+CHECKED_APP = """
+app: shop
+timezone: Asia/Shanghai
+roles:
+  clerk: {label: 店员}
+entities:
+  order:
+    label: 订单
+    fields:
+      kind: {type: select, options: {a: A, b: B}}
+      ref: {type: text}
+      code: {type: text, pattern: '^\\\\d+$'}
+    validations:
+      - when: kind == "b" and is_empty(ref)
+        fields: [ref]
+        message: B needs a reference
+    rules:
+      - {name: flip, on: created, when: 'kind == "a"', do: [{set: {kind: b}}]}
+      - {name: recode, on: created, when: 'ref == "recode"', do: [{set: {code: "x1"}}]}
+"""
+
+
+def test_a_creations_rule_changes_are_checked_with_the_record_and_a_refusal_stores_nothing(db_url, write_definitions, open_instance):
+    """The rules of a creation change the record before it is stored: what they set together
+    must still pass the field checks and the validations, or the creation is refused, naming
+    them, and nothing of it is written."""
+    from engine.actors import SYSTEM
+
+    instance = open_instance(write_definitions({"shop/app.yaml": CHECKED_APP}), db_url)
+    records = instance.records("shop")
+    with pytest.raises(ValidationFailed) as refused:
+        records.create("order", {"kind": "a"}, SYSTEM, NOW)  # flip makes it B without a reference
+    assert refused.value.message.startswith("rule 'flip': ") and "ref" in refused.value.fields
+    with pytest.raises(ValidationFailed) as refused:
+        records.create("order", {"kind": "b", "ref": "recode"}, SYSTEM, NOW)  # recode breaks the pattern
+    assert refused.value.message.startswith("rule 'recode': ") and "code" in refused.value.fields
+    lab = Lab(instance, {})
+    assert lab.count("shop__order") == 0 and lab.count("kiln_audit") == 0
+    kept = records.create("order", {"kind": "a", "ref": "R-1"}, SYSTEM, NOW)
+    assert (kept["kind"], kept["version"]) == ("b", 1)
