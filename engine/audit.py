@@ -1,7 +1,10 @@
 """The audit trail: one entry per change, with who, when, the before/after values and the rule.
 
 Entries are written by the services in the same transaction as the change they record, so a
-change and its entry commit together or not at all.
+change and its entry commit together or not at all. The entries that rules make to one record in
+answer to one event (five rules tagging and routing a new ticket) are stored as one row, action
+``rules``, whose ``changes`` list them in order; :func:`history` hands them out one by one again,
+each naming its rule.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert, select
+from sqlalchemy import Connection, Table, select
 
 from engine import deferred
 from engine.actors import Actor
-from engine.db import Prepared
+from engine.db import PreparedRows
 from engine.values import to_json
 
 
@@ -60,15 +63,45 @@ def write(conn: Connection, audit: Table, entries: list[dict[str, Any]]) -> None
     if batch is not None:  # a time-scan batch: one insert at its end (engine/deferred.py)
         for row in entries:
             batch.insert(audit, row)
-    elif len(entries) == 1:
-        _insert(audit).execute(conn, entries[0])
     else:
-        _insert(audit).execute_many(conn, entries)
+        _insert(audit).execute(conn, _rows(entries))
+
+
+RULES = "rules"  # the action of a row holding several rules' entries
+_STEP = ("action", "rule", "changes", "comment")  # what a rules row keeps of each entry
+_EVENT = ("app", "entity", "record_id", "actor_id", "actor", "at")  # what its entries share
+
+
+def _rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows that store ``entries``: consecutive entries of rules on the same record at the
+    same time (one event's) share one row; any other entry is a row of its own. A row per rule
+    cost each rule's action a row, an index entry and a statement parameter set of its own."""
+    rows: list[dict[str, Any]] = []
+    run: list[dict[str, Any]] = []
+
+    def end_run() -> None:
+        rows.extend([_rules_row(run)] if len(run) > 1 else run)
+        run.clear()
+
+    for entry in entries:
+        if entry["rule"] is None or (run and any(entry[k] != run[0][k] for k in _EVENT)):
+            end_run()
+        (run if entry["rule"] is not None else rows).append(entry)
+    end_run()
+    return rows
+
+
+def _rules_row(run: list[dict[str, Any]]) -> dict[str, Any]:
+    names = ", ".join(dict.fromkeys(e["rule"] for e in run))
+    return {
+        **{k: run[0][k] for k in _EVENT}, "action": RULES, "rule": names if len(names) <= 200 else names[:199] + "…",
+        "changes": [{k: e[k] for k in _STEP} for e in run], "comment": None,
+    }  # fmt: skip
 
 
 @functools.lru_cache(maxsize=4)
-def _insert(audit: Table) -> Prepared:
-    return Prepared(insert(audit), ["app", "entity", "record_id", "action", "actor_id", "actor", "at", "changes", "rule", "comment"])
+def _insert(audit: Table) -> PreparedRows:
+    return PreparedRows(audit, ["app", "entity", "record_id", "action", "actor_id", "actor", "at", "changes", "rule", "comment"])
 
 
 def history(conn: Connection, audit: Table, app: str, entity: str, record_id: int) -> list[dict[str, Any]]:
@@ -78,15 +111,14 @@ def history(conn: Connection, audit: Table, app: str, entity: str, record_id: in
         .where(audit.c.app == app, audit.c.entity == entity, audit.c.record_id == record_id)
         .order_by(audit.c.id)
     ).mappings()
-    return [
-        {
-            "id": row["id"],
-            "action": row["action"],
-            "actor": row["actor"],
-            "at": row["at"].isoformat(),
-            "changes": row["changes"],
-            "rule": row["rule"],
-            "comment": row["comment"],
-        }
-        for row in rows
-    ]
+    entries = []
+    for row in rows:
+        steps = row["changes"] if row["action"] == RULES and isinstance(row["changes"], list) else [row]
+        entries.extend(
+            {
+                "id": row["id"], "action": step["action"], "actor": row["actor"], "at": row["at"].isoformat(),
+                "changes": step["changes"], "rule": step["rule"], "comment": step["comment"],
+            }  # fmt: skip
+            for step in steps
+        )
+    return entries

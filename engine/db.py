@@ -22,7 +22,7 @@ try:
 except ImportError:  # Windows: writers queue on SQLite's own busy handler
     fcntl = None  # type: ignore[assignment]
 
-from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy import DateTime, Engine, bindparam, create_engine, event, insert
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
@@ -248,20 +248,6 @@ class Prepared:
         finally:
             cursor.close()
 
-    def execute_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        """The statement once per parameter set, in one driver call (child rows, audit entries)."""
-        if not rows:
-            return
-        compiled, processors, order = self._for(conn)
-        arguments = [self._arguments(compiled, processors, order, params) for params in rows]
-        cursor = conn.connection.dbapi_connection.cursor()
-        try:
-            cursor.executemany(compiled.string, arguments)
-        except conn.dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(compiled.string, arguments, exc, conn.dialect.loaded_dbapi.Error) from exc
-        finally:
-            cursor.close()
-
     @staticmethod
     def _arguments(compiled: Any, processors: dict[str, Any], order: list[tuple[str, Any]] | None, params: dict[str, Any]) -> Any:
         if order is not None:
@@ -280,6 +266,35 @@ class Prepared:
             if key in values and values[key] is not None:
                 values[key] = process(values[key])
         return tuple(values[k] for k in compiled.positiontup) if compiled.positional else values
+
+
+class PreparedRows:
+    """The INSERT of several rows of a table as one multi-row ``VALUES`` statement, prepared per
+    number of rows (child rows, audit entries).
+
+    The driver's ``executemany`` runs a statement once per row; psycopg pipelines them but still
+    waits for each result, so five audit entries were five round trips to PostgreSQL. One
+    statement is one round trip there, and one statement step for SQLite."""
+
+    CHUNK = 32  # rows per statement: a few statements per size, whatever the list's length
+
+    def __init__(self, table: Any, keys: list[str]) -> None:
+        self.table = table
+        self.keys = keys
+        self._sized: dict[int, Prepared] = {}
+
+    def execute(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        for start in range(0, len(rows), self.CHUNK):
+            chunk = rows[start : start + self.CHUNK]
+            params = {f"{key}_r{i}": row[key] for i, row in enumerate(chunk) for key in self.keys}
+            self._prepared(len(chunk)).execute(conn, params)
+
+    def _prepared(self, size: int) -> Prepared:
+        if size not in self._sized:
+            columns = self.table.c
+            values = [{key: bindparam(f"{key}_r{i}", type_=columns[key].type) for key in self.keys} for i in range(size)]
+            self._sized[size] = Prepared(insert(self.table).values(values))
+        return self._sized[size]
 
 
 class PreparedResult:

@@ -302,6 +302,10 @@ class Entity:
         return tuple(f for f in self.fields if f.type == "user")
 
     @functools.cached_property
+    def user_field_names(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.user_fields)
+
+    @functools.cached_property
     def tags_field(self) -> str | None:
         """The entity's own tags field (``type: tags``), which tag actions use when there is one."""
         return next((f.name for f in self.fields if f.type == "tags" and not f.disabled), None)

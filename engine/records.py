@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from engine import approvals, audit, outbox, permissions, queries, rollups, rules, sla, tags
 from engine.actors import Actor
-from engine.db import Prepared, write
+from engine.db import Prepared, PreparedRows, write
 from engine.errors import Conflict, Forbidden, NotFound, StaleVersion, ValidationFailed, did_you_mean
 from engine.messages import Msg
 from engine.model import Entity, Expr
@@ -341,6 +341,8 @@ class Records:
         self, conn: Connection, entity: Entity, before: Mapping[str, Any], after: Mapping[str, Any], names: list[str]
     ) -> dict[str, list[Any]]:  # fmt: skip
         """``{field: [before, after]}`` of the ``names`` that changed, as the trail shows them."""
+        if entity.user_field_names.isdisjoint(names) and entity.computed_names.isdisjoint(names):  # as stored
+            return audit.diff(before, after, names)
         return audit.diff(self._audit_view(conn, entity, before, names), self._audit_view(conn, entity, after, names), names)
 
     def write_staged(
@@ -381,7 +383,7 @@ class Records:
 
     def parse_input(self, conn: Connection, entity: Entity, values: Mapping[str, Any], actor: Actor, creating: bool) -> dict[str, Any]:
         """Input values as Python values; every bad field is reported at once."""
-        if not isinstance(values, Mapping):
+        if not isinstance(values, dict | Mapping):  # dict first: the ABC's check is slow
             raise ValidationFailed("the body must be an object of field values")
         errors: dict[str, str] = {}
         parsed: dict[str, Any] = {}
@@ -404,7 +406,7 @@ class Records:
                 except BadValue as exc:
                     errors[name] = exc.message
                     continue
-                if any(isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63 for v in _as_list(parsed[name])):
+                if _out_of_range(parsed[name]):
                     # past 64 bits no column holds it (the database would fail, not refuse)
                     errors[name] = Msg("the number is out of range")
                     del parsed[name]
@@ -421,7 +423,7 @@ class Records:
             if replace:
                 remove.execute(conn, {"k_record": record["id"]})
             values = record.get(f.name) or []
-            add.execute_many(conn, [{"record_id": record["id"], "position": i, "value": v} for i, v in enumerate(values)])
+            add.execute(conn, [{"record_id": record["id"], "position": i, "value": v} for i, v in enumerate(values)])
 
     def _audited_fields(self, entity: Entity) -> list[str]:
         return ["number", "state", *[f.name for f in entity.fields]]
@@ -467,10 +469,19 @@ def _update_row(table: Table, columns: tuple[str, ...]) -> Prepared:
 
 
 @functools.lru_cache(maxsize=1024)
-def _child_rows(child: Table) -> tuple[Prepared, Prepared]:
-    """The DELETE of a record's values in a multi-valued field's table, and the INSERT of one."""
+def _child_rows(child: Table) -> tuple[Prepared, PreparedRows]:
+    """The DELETE of a record's values in a multi-valued field's table, and the INSERT of them."""
     remove = Prepared(delete(child).where(child.c.record_id == bindparam("k_record")))
-    return remove, Prepared(insert(child), ["record_id", "position", "value"])
+    return remove, PreparedRows(child, ["record_id", "position", "value"])
+
+
+def _out_of_range(value: Any) -> bool:
+    """An integer (or a list holding one) that no 64-bit column holds."""
+    if type(value) is int:  # the common cases first: this runs for every value of every change
+        return not -(2**63) <= value < 2**63
+    if isinstance(value, list):
+        return any(_out_of_range(v) for v in value)
+    return isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63
 
 
 def _as_list(value: Any) -> list[Any]:

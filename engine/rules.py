@@ -17,6 +17,7 @@ in :mod:`engine.tags`, ``notify``/``webhook`` in :mod:`engine.outbox`; ``set``, 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -193,14 +194,16 @@ def fire(
     current, acted = record, False
     pending = pending or Pending()
     storing = pending.unsaved
-    ctx, ctx_record = None, None  # the conditions' context, made again only when a rule changed the record
+    ctx, ctx_unsaved = None, False  # the conditions' context, made again once the record is stored
     for rule, event, when in entity_plan.rules:
         if event not in events:
             continue
         if when is not None:
-            if ctx is None or ctx_record is not current:
+            if ctx is None or ctx_unsaved != pending.unsaved:
                 ctx = records.checker.context(conn, entity, current, before, actor, now, unsaved=pending.unsaved)
-                ctx_record = current
+                ctx_unsaved = pending.unsaved
+            else:
+                ctx.record = current  # as the rules before this one left it
             if not when.evaluate(ctx):
                 continue
         rule_key = None if key is None else f"{key}/rule:{rule.name}"
@@ -382,7 +385,7 @@ class Scope:
         else:
             audit.write(self.conn, records.schema.system["kiln_audit"], [entry])
 
-    @property
+    @functools.cached_property
     def actor(self) -> Actor:
         return self.trigger.as_rule(self.rule.name)
 

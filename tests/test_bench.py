@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from benchmarks import compile as compile_bench
@@ -41,10 +43,16 @@ def test_web_benchmark_runs(tmp_path):
 
 
 def test_rules_benchmark_runs(tmp_path):
-    """Creates with and without the 20 rules, as throughput and as CPU per create in turns."""
+    """Creates with and without the 20 rules, as throughput and as CPU per create in turns; and
+    in turns on PostgreSQL where the tests have one."""
     from benchmarks import rules
 
-    options = {"rows": 3000, "cache": tmp_path, "rule_creates": 20, "rule_rounds": 1, "rule_cpu_rounds": 1, "rule_cpu_batch": 10}
+    pg = os.environ.get("KILN_TEST_PG")
+    options = {
+        "rows": 3000, "cache": tmp_path, "rule_creates": 20, "rule_rounds": 1, "rule_cpu_rounds": 1, "rule_cpu_batch": 10,
+        "pg": pg or "none", "rule_pg_rounds": 1, "rule_pg_batch": 10,
+    }  # fmt: skip
     results = rules.run(options)
-    assert [r.unit for r in results] == ["creates/s", "creates/s", "%", "ms", "ms", "%"]
+    postgresql = ["creates/s", "creates/s", "%"] if pg else []
+    assert [r.unit for r in results] == ["creates/s", "creates/s", "%", "ms", "ms", "%", *postgresql]
     assert all(r.value > 0 for r in results)

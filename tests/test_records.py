@@ -187,6 +187,16 @@ def test_update_checks_version_and_audits(repair):
     assert history[1]["actor"] == "dan"
 
 
+def test_more_values_than_one_statement_holds_are_stored_in_order(repair):
+    instance, records, device, users = repair
+    many = [f"标签{i:02d}" for i in range(75)]  # three multi-row INSERTs of 32, 32 and 11
+    ticket = records.create("ticket", {"summary": "异响", "device": device["id"], "tags": many}, SYSTEM, now=NOW)
+    assert records.get("ticket", ticket["id"], SYSTEM)["tags"] == many
+    fewer = records.update("ticket", ticket["id"], {"tags": many[40:]}, version=1, actor=SYSTEM, now=NOW)
+    assert fewer["tags"] == many[40:] and records.get("ticket", ticket["id"], SYSTEM)["tags"] == many[40:]
+    assert records.count("ticket", SYSTEM, filters={"tags": "标签74"}) == (1, False)
+
+
 def test_update_revalidates_and_changes_nothing_on_error(repair):
     instance, records, device, users = repair
     ticket = records.create("ticket", {"summary": "异响", "device": device["id"]}, SYSTEM, now=NOW)

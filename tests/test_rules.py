@@ -71,6 +71,21 @@ def test_the_changes_of_one_events_rules_are_written_once(lab: Lab):
     assert lab.get("item", item["id"])["version"] == 2
 
 
+def test_the_entries_of_one_events_rules_are_one_row_and_the_history_lists_each(lab: Lab):
+    item = lab.create("item", title="order")
+    rows = lab.rows("kiln_audit", app="lab", entity="item", record_id=item["id"])
+    assert [(r["action"], r["rule"]) for r in rows] == [("create", None), ("rules", "first, second")]
+    assert [step["rule"] for step in rows[1]["changes"]] == ["first", "second"]
+    entries = lab.history("item", item["id"])[1:]
+    assert [(e["id"], e["action"], e["actor"], e["rule"], e["changes"]) for e in entries] == [
+        (rows[1]["id"], "update", "system", "first", {"n": [None, 1]}),
+        (rows[1]["id"], "update", "system", "second", {"n": [1, 12]}),
+    ]  # fmt: skip
+    item = lab.update("item", item, note="again")  # a user's change: a row of its own, after them
+    rows = lab.rows("kiln_audit", app="lab", entity="item", record_id=item["id"])
+    assert [r["action"] for r in rows] == ["create", "rules", "update"]
+
+
 def test_a_count_within_a_window_gets_an_index_on_its_equalities_and_created_at(write_definitions):
     from benchmarks.rules import rules_app
     from engine.compiler import compile_definitions
