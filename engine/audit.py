@@ -59,12 +59,21 @@ def entry(
 def write(conn: Connection, audit: Table, entries: list[dict[str, Any]]) -> None:
     """Write entries in the order given: one statement for all of them (the rules of one event
     hold theirs until they write the record, engine/rules.py)."""
+    insert = to_insert(conn, audit, entries)
+    if insert is not None:
+        insert[0].execute(conn, insert[1])
+
+
+def to_insert(conn: Connection, audit: Table, entries: list[dict[str, Any]]) -> tuple[PreparedRows, list[dict[str, Any]]] | None:
+    """The statement and rows that write ``entries``, for a caller that writes them with other
+    rows (engine/db.py: insert_rows); None when a time-scan batch took them, to insert at its end
+    (engine/deferred.py)."""
     batch = deferred.of(conn)
-    if batch is not None:  # a time-scan batch: one insert at its end (engine/deferred.py)
-        for row in entries:
-            batch.insert(audit, row)
-    else:
-        _insert(audit).execute(conn, _rows(entries))
+    if batch is None:
+        return _insert(audit), _rows(entries)
+    for row in entries:
+        batch.insert(audit, row)
+    return None
 
 
 RULES = "rules"  # the action of a row holding several rules' entries

@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from engine import approvals, audit, outbox, permissions, queries, rollups, rules, sla, tags
 from engine.actors import Actor
-from engine.db import Prepared, PreparedRows, write
+from engine.db import Prepared, PreparedRows, insert_rows, write
 from engine.errors import Conflict, Forbidden, NotFound, StaleVersion, ValidationFailed, did_you_mean
 from engine.messages import Msg
 from engine.model import Entity, Expr
@@ -256,11 +256,11 @@ class Records:
         row = {c.name: record.get(c.name) for c in tables.main.columns if c.name != "id"}
         record = {**record, "id": _insert_row(tables.main).execute(conn, row).scalar_one()}
         tags.created(conn, self, entity, record["id"])
-        self._write_children(conn, tables, record, entity.fields, replace=False)
         for entry in entries:
             if entry["record_id"] is None:
                 entry["record_id"] = record["id"]
-        audit.write(conn, self.schema.system["kiln_audit"], entries)
+        trail = audit.to_insert(conn, self.schema.system["kiln_audit"], entries)
+        insert_rows(conn, [*self._child_rows(tables, record, entity.fields), *([trail] if trail else [])])
         self._count_and_time(conn, Change(entity, None, record, actor, now))
         return record
 
@@ -320,7 +320,7 @@ class Records:
         written = _write_row(conn, tables.main, record_id, before["version"], {**values, **system_values, "version": record["version"], "updated_at": now})
         if written != 1:  # a concurrent writer got there first (SQLite has no row lock)
             raise StaleVersion(f"{entity.name} {record_id} was changed by someone else; reload and try again")
-        self._write_children(conn, tables, record, [f for f in changed if f.is_multi], replace=True)
+        self._write_children(conn, tables, record, changed)
         names = (["state"] if move_to is not None else []) + [f.name for f in changed]
         action = f"transition:{transition}" if transition else "update"
         self.audit_update(conn, entity, before, record, names, actor, now, action=action, comment=comment)
@@ -362,7 +362,7 @@ class Records:
         written = _write_row(conn, tables.main, record["id"], before["version"], {**values, "version": record["version"], "updated_at": now})
         if written != 1:
             raise StaleVersion(f"{entity.name} {record['id']} was changed by someone else; reload and try again")
-        self._write_children(conn, tables, record, [f for f in changed if f.is_multi], replace=True)
+        self._write_children(conn, tables, record, changed)
         return self.after_change(conn, Change(entity, before, record, actor, now)) or record
 
     def after_change(self, conn: Connection, change: Change) -> dict[str, Any] | None:
@@ -415,15 +415,21 @@ class Records:
         self.checker.resolve_references(conn, entity, parsed)
         return parsed
 
-    def _write_children(self, conn: Connection, tables: EntityTables, record: Mapping[str, Any], fields: Any, replace: bool) -> None:
-        for f in fields:
-            if not f.is_multi:
-                continue
-            remove, add = _child_rows(tables.children[f.name])
-            if replace:
-                remove.execute(conn, {"k_record": record["id"]})
-            values = record.get(f.name) or []
-            add.execute(conn, [{"record_id": record["id"], "position": i, "value": v} for i, v in enumerate(values)])
+    def _write_children(self, conn: Connection, tables: EntityTables, record: Mapping[str, Any], fields: Any) -> None:
+        """Replace the values of the multi-valued ``fields`` of a stored record."""
+        multi = [f for f in fields if f.is_multi]
+        for f in multi:
+            _child_statements(tables.children[f.name])[0].execute(conn, {"k_record": record["id"]})
+        insert_rows(conn, self._child_rows(tables, record, multi))
+
+    def _child_rows(
+        self, tables: EntityTables, record: Mapping[str, Any], fields: Any
+    ) -> list[tuple[PreparedRows, list[dict[str, Any]]]]:  # fmt: skip
+        """The rows of the record's multi-valued ``fields``, per child table, as insert_rows takes them."""
+        return [
+            (_child_statements(tables.children[f.name])[1], [{"record_id": record["id"], "position": i, "value": v} for i, v in enumerate(record.get(f.name) or [])])
+            for f in fields if f.is_multi
+        ]  # fmt: skip
 
     def _audited_fields(self, entity: Entity) -> list[str]:
         return ["number", "state", *[f.name for f in entity.fields]]
@@ -469,7 +475,7 @@ def _update_row(table: Table, columns: tuple[str, ...]) -> Prepared:
 
 
 @functools.lru_cache(maxsize=1024)
-def _child_rows(child: Table) -> tuple[Prepared, PreparedRows]:
+def _child_statements(child: Table) -> tuple[Prepared, PreparedRows]:
     """The DELETE of a record's values in a multi-valued field's table, and the INSERT of them."""
     remove = Prepared(delete(child).where(child.c.record_id == bindparam("k_record")))
     return remove, PreparedRows(child, ["record_id", "position", "value"])
