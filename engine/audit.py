@@ -92,10 +92,13 @@ def _rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.extend([_rules_row(run)] if len(run) > 1 else run)
         run.clear()
 
+    event = None
     for entry in entries:
-        if entry["rule"] is None or (run and any(entry[k] != run[0][k] for k in _EVENT)):
+        key = tuple(entry[k] for k in _EVENT)
+        if entry["rule"] is None or key != event:
             end_run()
         (run if entry["rule"] is not None else rows).append(entry)
+        event = key
     end_run()
     return rows
 

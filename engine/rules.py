@@ -230,11 +230,14 @@ class Pending:
     entries: list[dict[str, Any]] = field(default_factory=list)  # the rules' audit entries, in order
     unsaved: bool = False  # the record is being created and is not stored yet (rules.create)
 
-    def stage(self, record: dict[str, Any], rule: str) -> None:
+    fields: set[str] = field(default_factory=set)  # the fields the staged changes set
+
+    def stage(self, record: dict[str, Any], rule: str, names: list[str]) -> None:
         if self.before is None:
             self.before = record
         if rule not in self.rules:
             self.rules.append(rule)
+        self.fields.update(names)
 
 
 def write_pending(
@@ -252,7 +255,7 @@ def write_pending(
     if pending.before is None:
         return record
     before, names = pending.before, list(pending.rules)
-    pending.before, pending.rules = None, []
+    pending.before, pending.rules, pending.fields = None, [], set()
     with _staged_by(names):
         return records.write_staged(conn, entity, before, record, trigger.as_rule(", ".join(names)), now)
 
@@ -283,13 +286,13 @@ def store(
     entries after the creation's; then, if they changed it, run the rules listening for that
     change (``updated``, ``field_set(F)``) as for an update. Returns the record as stored."""
     entries, pending.entries = pending.entries, []
-    before, names = pending.before, list(pending.rules)
-    pending.before, pending.rules, pending.unsaved = None, [], False
+    before, names, staged = pending.before, list(pending.rules), pending.fields
+    pending.before, pending.rules, pending.fields, pending.unsaved = None, [], set(), False
     if before is None:
         return records.insert(conn, entity, record, entries, trigger, now)
     acting = trigger.as_rule(", ".join(names))
     with _staged_by(names):  # checked, stored and reacted to as write_pending writes staged changes
-        changed = {f.name for f in entity.fields if record.get(f.name) != before.get(f.name)}
+        changed = {name for name in staged if record.get(name) != before.get(name)}
         records.checker.validate(conn, entity, record, None, acting, now, changed=changed)
         stored = records.insert(conn, entity, record, entries, trigger, now)
         entity_plan = plan(records, entity)
@@ -352,23 +355,34 @@ class Scope:
         rules run, the change is made in memory, with its own audit entry naming this rule, and
         written with the others' after them (:func:`write_pending`); later rules' conditions
         see it at once."""
+        if self.pending is None:
+            self.records.update_in(self.conn, self.entity, self.record["id"], values, None, self.actor, self.now)
+            return True
+        return self.change_parsed(self.records.parse_input(self.conn, self.entity, values, self.actor, creating=False))
+
+    def change_parsed(self, incoming: Mapping[str, Any]) -> bool:
+        """:meth:`change` with values already as they are stored (a tag action's new list, made
+        of the record's own tags and tags it checked): not parsed again while changes are staged."""
         records = self.records
         if self.pending is None:
-            records.update_in(self.conn, self.entity, self.record["id"], values, None, self.actor, self.now)
+            records.update_in(self.conn, self.entity, self.record["id"], incoming, None, self.actor, self.now)
             return True
-        incoming = records.parse_input(self.conn, self.entity, values, self.actor, creating=False)
-        records.checker.check_readonly_if(self.conn, self.entity, self.record, incoming, self.actor, self.now)
-        after = {**self.record, **incoming}
-        records.checker.compute(self.conn, self.entity, after, self.actor, self.now)
-        computed = self.entity.computed_names
-        names = [
-            f.name for f in self.entity.fields
-            if (f.name in incoming or f.name in computed) and after.get(f.name) != self.record.get(f.name)
-        ]  # fmt: skip
+        entity, record = self.entity, self.record
+        if entity.guarded_fields:
+            records.checker.check_readonly_if(self.conn, entity, record, incoming, self.actor, self.now)
+        after = {**record, **incoming}
+        computed = entity.computed_names
+        if computed:
+            records.checker.compute(self.conn, entity, after, self.actor, self.now)
+            names = [f.name for f in entity.fields if (f.name in incoming or f.name in computed) and after.get(f.name) != record.get(f.name)]
+        elif len(incoming) == 1:  # the common action: one field (a tag list, a set, an assignee)
+            names = [name for name in incoming if after[name] != record.get(name)]
+        else:  # in the entity's order, as the trail lists fields
+            names = [f.name for f in entity.fields if f.name in incoming and after[f.name] != record.get(f.name)]
         if not names:
             return False
         self.audit("update", records.audit_changes(self.conn, self.entity, self.record, after, names))
-        self.pending.stage(self.record, self.rule.name)
+        self.pending.stage(self.record, self.rule.name, names)
         self.record = after
         return False
 

@@ -181,7 +181,8 @@ def attach(conn: Connection, records: Records, entity: Entity, items: list[dict[
 
 
 def _tag_list(args: Any) -> list[str]:
-    return [str(t) for t in (args if isinstance(args, list) else [args]) if str(t).strip()]
+    """The tags an action names, as a tags field stores them (trimmed, none empty)."""
+    return [tag for tag in (str(t).strip() for t in (args if isinstance(args, list) else [args])) if tag]
 
 
 def _tag_action(scope: Scope, args: Any, adding: bool) -> bool:
@@ -194,7 +195,7 @@ def _tag_action(scope: Scope, args: Any, adding: bool) -> bool:
         new = [*current, *(t for t in wanted if t not in current)] if adding else [t for t in current if t not in wanted]
         if new == current:
             return False
-        return scope.change({own: new})
+        return scope.change_parsed({own: new})
     record_id = scope.record["id"]
     before = of(scope.conn, scope.records, scope.entity, [record_id]).get(record_id, [])
     done = (add if adding else remove)(scope.conn, scope.records, scope.entity, record_id, wanted)
