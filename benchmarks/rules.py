@@ -169,7 +169,7 @@ def run(options: dict) -> list[Result]:
         shutil.copyfile(source, copies["ruled"])
         turns = int(options.get("rule_cpu_rounds", 10))
         cpu = cpu_per_create({"plain": plain, "ruled": ruled}, copies, turns, int(options.get("rule_cpu_batch", 300)))
-        pg_rounds = int(options.get("rule_pg_rounds", 8))
+        pg_rounds = int(options.get("rule_pg_rounds", 12))
         pg = pg_turns({"plain": plain, "ruled": ruled}, options, rows, pg_rounds, int(options.get("rule_pg_batch", 300)))
     base, ruled_rate = statistics.median(without), statistics.median(with_rules)
     share = ruled_rate / base * 100 if base else 0.0
