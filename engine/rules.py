@@ -83,6 +83,8 @@ _plans: weakref.WeakKeyDictionary[Records, dict[str, EntityPlan | None]] = weakr
 _chain: ContextVar[tuple[str, ...]] = ContextVar("kiln_rule_chain", default=())
 # Action values compiled per app: (rule's entity, entity, source, this) -> Compiled or None.
 _values: weakref.WeakKeyDictionary[Records, dict[tuple[str, str, str, str | None], Compiled | None]] = weakref.WeakKeyDictionary()
+# The parsed values of ``set`` actions whose values are all literals, per app: id(args) -> (args, values).
+_literals: weakref.WeakKeyDictionary[Records, dict[int, tuple[Mapping[str, Any], dict[str, Any] | None]]] = weakref.WeakKeyDictionary()
 
 
 def plan(records: Records, entity: Entity) -> EntityPlan | None:
@@ -471,7 +473,35 @@ def _is_literal(f: Field, raw: str) -> bool:
 
 
 def action_set(scope: Scope, args: Mapping[str, Any]) -> bool:
+    if scope.pending is not None:
+        literal = _literal_values(scope, args)
+        if literal is not None:
+            return scope.change_parsed(literal)
     return scope.change(scope.values(scope.entity, args))
+
+
+def _literal_values(scope: Scope, args: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The values of a ``set`` whose every value is a literal (``urgency: high``), parsed once
+    per app and kept: the same for every record. None when one is an expression, names a field
+    whose value is looked up (users, links, files) or holds a list, or does not parse (then the
+    general path reports it)."""
+    cache = _literals.setdefault(scope.records, {})
+    kept = cache.get(id(args))
+    if kept is not None and kept[0] is args:
+        return kept[1]
+    fields = [scope.entity.field(name) for name in args]
+    literal = all(
+        f is not None and not f.is_multi and f not in scope.entity.reference_fields and (not isinstance(raw, str) or _is_literal(f, raw))
+        for f, raw in zip(fields, args.values(), strict=True)
+    )  # fmt: skip
+    parsed = None
+    if literal:
+        try:
+            parsed = scope.records.parse_input(scope.conn, scope.entity, args, scope.actor, creating=False)
+        except RecordError:
+            parsed = None
+    cache[id(args)] = (args, parsed)
+    return parsed
 
 
 def action_transition(scope: Scope, name: str) -> bool:
