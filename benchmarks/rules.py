@@ -24,6 +24,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks import listpage
@@ -63,6 +64,7 @@ RULES = """
 
 
 DEVICES = 100  # the devices of the list benchmark's database
+VALUES = {"summary": "轴承异响，停机风险", "device": 1, "category": "mechanical", "est_cost": "120.50"}  # of every create
 
 
 def rules_app() -> str:
@@ -76,9 +78,8 @@ def measure(definitions: Path, url: str, count: int) -> float:
     try:
         migrations.apply(instance.engine, instance.compiled)
         records = instance.records("bench")
-        values = {"summary": "轴承异响，停机风险", "device": 1, "category": "mechanical", "est_cost": "120.50"}
         for i in range(30):  # warm caches and the connection pool
-            records.create("ticket", {**values, "device": 1 + i % DEVICES}, SYSTEM)
+            records.create("ticket", {**VALUES, "device": 1 + i % DEVICES}, SYSTEM)
         # The migration may have built an index over the million rows (the count's, which the
         # plain definition drops again): checkpoint its pages now, or the creates timed next would
         # copy them into the database file.
@@ -87,7 +88,7 @@ def measure(definitions: Path, url: str, count: int) -> float:
         start = time.perf_counter()
         for i in range(count):
             # The tickets spread over the devices, as faults do: a device's 7-day count stays small.
-            records.create("ticket", {**values, "device": 1 + i % DEVICES}, SYSTEM, now=dt.datetime.now(dt.UTC))
+            records.create("ticket", {**VALUES, "device": 1 + i % DEVICES}, SYSTEM, now=dt.datetime.now(dt.UTC))
         return count / (time.perf_counter() - start)
     finally:
         instance.close()
@@ -105,17 +106,8 @@ def cpu_per_create(definitions: dict[str, Path], copies: dict[str, Path], rounds
             migrations.apply(instance.engine, instance.compiled)
             with instance.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        values = {"summary": "轴承异响，停机风险", "device": 1, "category": "mechanical", "est_cost": "120.50"}
-        spent: dict[str, list[float]] = {kind: [] for kind in instances}
-        for turn in range(rounds + 1):  # the first turn warms caches and pools, uncounted
-            for kind, instance in instances.items():
-                records = instance.records("bench")
-                start = time.process_time()
-                for i in range(batch):
-                    records.create("ticket", {**values, "device": 1 + i % DEVICES}, SYSTEM, now=dt.datetime.now(dt.UTC))
-                if turn:
-                    spent[kind].append((time.process_time() - start) / batch * 1000)
-        return {kind: statistics.median(times) for kind, times in spent.items()}
+        spent = in_turns(instances, rounds, batch, time.process_time)
+        return {kind: statistics.median(times) / batch * 1000 for kind, times in spent.items()}
     finally:
         for instance in instances.values():
             instance.close()
@@ -135,17 +127,23 @@ def pg_turns(definitions: dict[str, Path], options: dict, rows: int, rounds: int
             stack.callback(instance.close)
             migrations.apply(instance.engine, instance.compiled)
             listpage.fill(instance, rows)
-        values = {"summary": "轴承异响，停机风险", "device": 1, "category": "mechanical", "est_cost": "120.50"}
-        rates: dict[str, list[float]] = {kind: [] for kind in instances}
-        for turn in range(rounds + 1):  # the first turn warms caches, pools and prepared statements, uncounted
-            for kind, instance in instances.items():
-                records = instance.records("bench")
-                start = time.perf_counter()
-                for i in range(batch):
-                    records.create("ticket", {**values, "device": 1 + i % DEVICES}, SYSTEM, now=dt.datetime.now(dt.UTC))
-                if turn:
-                    rates[kind].append(batch / (time.perf_counter() - start))
-        return {kind: statistics.median(r) for kind, r in rates.items()}
+        spent = in_turns(instances, rounds, batch, time.perf_counter)
+        return {kind: batch / statistics.median(times) for kind, times in spent.items()}
+
+
+def in_turns(instances: dict[str, Instance], rounds: int, batch: int, clock: Callable[[], float]) -> dict[str, list[float]]:
+    """Each instance's ``clock`` time for ``batch`` creates, ``rounds`` times, the instances in
+    turns; a first turn warms caches, pools and prepared statements, uncounted."""
+    spent: dict[str, list[float]] = {kind: [] for kind in instances}
+    for turn in range(rounds + 1):
+        for kind, instance in instances.items():
+            records = instance.records("bench")
+            start = clock()
+            for i in range(batch):
+                records.create("ticket", {**VALUES, "device": 1 + i % DEVICES}, SYSTEM, now=dt.datetime.now(dt.UTC))
+            if turn:
+                spent[kind].append(clock() - start)
+    return spent
 
 
 def run(options: dict) -> list[Result]:

@@ -2,9 +2,9 @@
 
 SQLite runs in WAL mode with ``synchronous=NORMAL`` (durable at checkpoints, fast commits), a
 checkpoint every 4,000 pages and a busy timeout; write transactions start with ``BEGIN
-IMMEDIATE`` so two writers queue at the start instead of failing half-way on a lock upgrade. Writers of a SQLite file also queue on a lock of
-their own first (:class:`WriteLock`), since SQLite's busy handler waits by sleeping. PostgreSQL
-runs with its defaults.
+IMMEDIATE`` so two writers queue at the start instead of failing half-way on a lock upgrade.
+Writers of a SQLite file also queue on a lock of their own first (:class:`WriteLock`), since
+SQLite's busy handler waits by sleeping. PostgreSQL runs with its defaults.
 """
 
 from __future__ import annotations

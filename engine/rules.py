@@ -225,13 +225,12 @@ def fire(
 @dataclass
 class Pending:
     """The changes the rules of one event made to their record in memory, not yet written: the
-    record as it was before the first of them, and the rules that made them."""
+    record as it was before the first of them, the rules that made them and the fields they set."""
 
     before: dict[str, Any] | None = None
     rules: list[str] = field(default_factory=list)
     entries: list[dict[str, Any]] = field(default_factory=list)  # the rules' audit entries, in order
     unsaved: bool = False  # the record is being created and is not stored yet (rules.create)
-
     fields: set[str] = field(default_factory=set)  # the fields the staged changes set
 
     def stage(self, record: dict[str, Any], rule: str, names: list[str]) -> None:
