@@ -197,6 +197,35 @@ def test_more_values_than_one_statement_holds_are_stored_in_order(repair):
     assert records.count("ticket", SYSTEM, filters={"tags": "标签74"}) == (1, False)
 
 
+MULTI_APP = """
+app: crew
+timezone: Asia/Shanghai
+entities:
+  job:
+    label: 作业
+    fields:
+      title: {type: text, required: true}
+      tags: {type: tags}
+      skills: {type: multiselect, options: {weld: 焊接, wire: 布线, paint: 喷涂}}
+"""
+
+
+def test_a_record_with_several_multi_valued_fields_is_written_whole(db_url, write_definitions, open_instance):
+    """Two child tables and the audit entry: on PostgreSQL one statement after the row, on SQLite
+    one per table; either way every value is there, in order, and filterable."""
+    instance = open_instance(write_definitions({"crew/app.yaml": MULTI_APP}), db_url)
+    records = instance.records("crew")
+    job = records.create("job", {"title": "管道", "tags": ["急", "夜班"], "skills": ["wire", "weld"]}, SYSTEM, now=NOW)
+    assert (job["tags"], job["skills"]) == (["急", "夜班"], ["wire", "weld"])
+    stored = records.get("job", job["id"], SYSTEM)
+    assert (stored["tags"], stored["skills"]) == (["急", "夜班"], ["wire", "weld"])
+    assert records.history("job", job["id"], SYSTEM)[0]["changes"]["skills"] == [None, ["wire", "weld"]]
+    job = records.update("job", job["id"], {"tags": ["夜班"], "skills": ["paint"]}, version=1, actor=SYSTEM, now=NOW)
+    assert (job["tags"], job["skills"]) == (["夜班"], ["paint"])
+    assert records.count("job", SYSTEM, filters={"skills": "paint"}) == (1, False)
+    assert records.count("job", SYSTEM, filters={"tags": "急"}) == (0, False)
+
+
 def test_update_revalidates_and_changes_nothing_on_error(repair):
     instance, records, device, users = repair
     ticket = records.create("ticket", {"summary": "异响", "device": device["id"]}, SYSTEM, now=NOW)
