@@ -226,6 +226,24 @@ def test_a_record_with_several_multi_valued_fields_is_written_whole(db_url, writ
     assert records.count("job", SYSTEM, filters={"tags": "急"}) == (0, False)
 
 
+def test_sqlite_child_tables_are_without_rowid_and_older_rowid_ones_still_work(db_url, write_definitions, open_instance):
+    if not db_url.startswith("sqlite"):
+        pytest.skip("a SQLite table option")
+    instance = open_instance(write_definitions({"crew/app.yaml": MULTI_APP}), db_url)
+    with instance.engine.begin() as conn:
+        ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'crew__job__skills'").scalar_one()
+        assert ddl.rstrip().endswith("WITHOUT ROWID")  # one b-tree, not a table and its key
+        # a database made before: the same table with a rowid
+        conn.exec_driver_sql("DROP TABLE crew__job__skills")
+        conn.exec_driver_sql(ddl.rstrip().removesuffix("WITHOUT ROWID"))
+        conn.exec_driver_sql("CREATE INDEX ix_crew__job__skills_value ON crew__job__skills (value, record_id)")
+    records = instance.records("crew")
+    job = records.create("job", {"title": "旧库", "skills": ["paint", "weld"]}, SYSTEM, now=NOW)
+    job = records.update("job", job["id"], {"skills": ["wire"]}, version=1, actor=SYSTEM, now=NOW)
+    assert records.get("job", job["id"], SYSTEM)["skills"] == ["wire"]
+    assert records.count("job", SYSTEM, filters={"skills": "wire"}) == (1, False)
+
+
 def test_update_revalidates_and_changes_nothing_on_error(repair):
     instance, records, device, users = repair
     ticket = records.create("ticket", {"summary": "异响", "device": device["id"]}, SYSTEM, now=NOW)
