@@ -386,11 +386,10 @@ class Query:
         """The rows of the common list page (one more than ``limit``) by a statement kept per
         shape, or None for a list of another kind. The common page (for an actor who reads every
         row, which the caller checked): filters that are ``column IN (values)``, no search, no
-        ``where``. Its statement depends only
-        on the columns, the filters' columns and numbers of values, the order, whether there is a
-        cursor and the limit, so it is built and compiled once and run with the values as
-        parameters (building, caching and executing a SELECT through SQLAlchemy cost more than the
-        database's own work on the hot list page)."""
+        ``where``. Its statement depends only on the columns, the filters' columns and numbers of
+        values, the order, whether there is a cursor and the limit, so it is built and compiled
+        once and run with the values as parameters (building, caching and executing a SELECT
+        through SQLAlchemy cost more than the database's own work on the hot list page)."""
         if spec.search or spec.where:
             return None
         filters = []

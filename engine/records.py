@@ -341,8 +341,6 @@ class Records:
         self, conn: Connection, entity: Entity, before: Mapping[str, Any], after: Mapping[str, Any], names: list[str]
     ) -> dict[str, list[Any]]:  # fmt: skip
         """``{field: [before, after]}`` of the ``names`` that changed, as the trail shows them."""
-        if entity.user_field_names.isdisjoint(names) and entity.computed_names.isdisjoint(names):  # as stored
-            return audit.diff(before, after, names)
         return audit.diff(self._audit_view(conn, entity, before, names), self._audit_view(conn, entity, after, names), names)
 
     def write_staged(
@@ -434,8 +432,11 @@ class Records:
     def _audited_fields(self, entity: Entity) -> list[str]:
         return ["number", "state", *[f.name for f in entity.fields]]
 
-    def _audit_view(self, conn: Connection, entity: Entity, record: Mapping[str, Any], names: list[str] | None = None) -> dict[str, Any]:
-        """The record (or its fields ``names``) as the audit trail shows it: users by name."""
+    def _audit_view(self, conn: Connection, entity: Entity, record: Mapping[str, Any], names: list[str] | None = None) -> Mapping[str, Any]:
+        """The record (or its fields ``names``) as the audit trail shows it: users by name,
+        computed decimals trimmed; the record itself when none of ``names`` needs that."""
+        if names is not None and entity.user_field_names.isdisjoint(names) and entity.computed_names.isdisjoint(names):
+            return record  # a rule's one-field change, the hot case: nothing to look up
         view = dict(record) if names is None else {n: record.get(n) for n in names}
         user_fields = [f for f in entity.user_fields if f.name in view]
         ids = {v for f in user_fields for v in _as_list(record.get(f.name)) if v is not None}
@@ -483,8 +484,6 @@ def _child_statements(child: Table) -> tuple[Prepared, PreparedRows]:
 
 def _out_of_range(value: Any) -> bool:
     """An integer (or a list holding one) that no 64-bit column holds."""
-    if type(value) is int:  # the common cases first: this runs for every value of every change
-        return not -(2**63) <= value < 2**63
     if isinstance(value, list):
         return any(_out_of_range(v) for v in value)
     return isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63

@@ -369,12 +369,11 @@ class Scope:
             records.update_in(self.conn, self.entity, self.record["id"], incoming, None, self.actor, self.now)
             return True
         entity, record = self.entity, self.record
-        if entity.guarded_fields:
-            records.checker.check_readonly_if(self.conn, entity, record, incoming, self.actor, self.now)
+        records.checker.check_readonly_if(self.conn, entity, record, incoming, self.actor, self.now)
         after = {**record, **incoming}
+        records.checker.compute(self.conn, entity, after, self.actor, self.now)
         computed = entity.computed_names
         if computed:
-            records.checker.compute(self.conn, entity, after, self.actor, self.now)
             names = [f.name for f in entity.fields if (f.name in incoming or f.name in computed) and after.get(f.name) != record.get(f.name)]
         elif len(incoming) == 1:  # the common action: one field (a tag list, a set, an assignee)
             names = [name for name in incoming if after[name] != record.get(name)]
