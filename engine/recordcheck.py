@@ -22,7 +22,7 @@ from engine.actors import Actor
 from engine.db import Prepared
 from engine.errors import ValidationFailed
 from engine.expressions import Compiled, EvalContext, SqlContext
-from engine.expressions.counts import CountStatement, count_statement
+from engine.expressions.counts import CountStatement, capped_count, count_statement
 from engine.messages import Msg
 from engine.model import Entity, Expr, Field
 from engine.tables import COMPUTED_SCALE
@@ -61,7 +61,9 @@ class RecordChecker:
             target = records.app.entity(entity_name)
             return None if target is None or record_id is None else records.load(conn, target, record_id)
 
-        def count(entity_name: str, condition: Compiled, within: float | None, this: Mapping[str, Any]) -> int:
+        def count(
+            entity_name: str, condition: Compiled, within: float | None, this: Mapping[str, Any], at_most: int | None = None
+        ) -> int:
             target = records.entity(entity_name)
             table = records.tables(target).main
             itself = 0
@@ -69,12 +71,15 @@ class RecordChecker:
                 inner = EvalContext(record=this, app=records.app, entity=target, now=now, user=actor, load=load, this=this)
                 itself = 1 if condition.evaluate(inner) is True else 0
             prepared = self.count_statement(target, table, condition, within)
+            # Counted up to ``at_most`` (a comparison's cap), plus the unsaved record: compared
+            # with the same number, the sum comes out as the whole count would.
             if prepared is not None:
-                return prepared.run(conn, this, now) + itself
+                return prepared.run(conn, this, now, at_most) + itself
             sql = SqlContext(records.schema, records.app, target, now, actor, table=table, this_values=this)
-            query = select(func.count()).select_from(table).where(condition.clause(sql))
+            where = [condition.clause(sql)]
             if within is not None:
-                query = query.where(table.c.created_at >= now - dt.timedelta(seconds=within))
+                where.append(table.c.created_at >= now - dt.timedelta(seconds=within))
+            query = capped_count(table, where, at_most) if at_most is not None else select(func.count()).select_from(table).where(*where)
             return int(conn.execute(query).scalar_one()) + itself
 
         return EvalContext(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import operator
 from decimal import Decimal
 from typing import Any
 
@@ -379,12 +381,37 @@ def test_changed_and_previous(app) -> None:
 def test_count_calls_the_counter(app) -> None:
     calls = []
 
-    def count(entity: str, inner: Compiled, within: float | None, this: Any) -> int:
-        calls.append((entity, inner.source, within, this["id"]))
+    def count(entity: str, inner: Compiled, within: float | None, this: Any, at_most: int | None = None) -> int:
+        calls.append((entity, inner.source, within, this["id"], at_most))
         return 3
 
     assert evaluate(app, 'count(ticket, device == this.device, within="7d") >= 3', count=count) is True
-    assert calls == [("ticket", "device == this.device", 7 * 86400.0, 1)]
+    assert calls == [("ticket", "device == this.device", 7 * 86400.0, 1, 4)]  # 4 rows settle it
+    calls.clear()
+    assert evaluate(app, "count(ticket, device == this.device) + 1 > 3", count=count) is True
+    assert calls[0][-1] is None  # not compared with a number itself: counted whole
+
+
+@pytest.mark.parametrize("op", ["<", "<=", "==", "!=", ">=", ">"])
+@pytest.mark.parametrize("threshold", ["0", "2", "2.5", "3", "-1"])
+@pytest.mark.parametrize("flipped", [False, True])
+def test_a_count_compared_with_a_number_reads_no_more_rows_than_settle_it(app, op, threshold, flipped) -> None:
+    """The counter may stop at the cap it is given: for every count, cap, operator and side the
+    comparison comes out as with the whole count."""
+    test = {"<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne, ">=": operator.ge, ">": operator.gt}[op]
+    counted, number = "count(ticket, device == this.device)", float(threshold)
+    source = f"{threshold} {op} {counted}" if flipped else f"{counted} {op} {threshold}"
+    for total in range(6):
+        caps: list[int | None] = []
+
+        def count(entity: str, inner: Compiled, within: float | None, this: Any, at_most: int | None = None,
+                  total: int = total, caps: list = caps) -> int:  # fmt: skip
+            caps.append(at_most)
+            return total if at_most is None else min(total, at_most)
+
+        expected = test(number, total) if flipped else test(total, number)
+        assert evaluate(app, source, count=count) is expected, (source, total)
+        assert caps == [max(0, math.floor(number) + 1)]
     with pytest.raises(EvalError):
         evaluate(app, "count(ticket, qty > 1) > 1")
 
@@ -476,11 +503,12 @@ def _python_ids(app, source: str, records: list[dict]) -> set[int]:
     loaded = {("device", 3): DEVICE, ("site", 9): SITE}
     by_id = {r["id"]: r for r in records}
 
-    def count(entity: str, inner: Compiled, within: float | None, this: Any) -> int:
+    def count(entity: str, inner: Compiled, within: float | None, this: Any, at_most: int | None = None) -> int:
         ctxs = [EvalContext(record=r, app=app, entity=app.entity(entity), now=NOW, user=ANN, this=this,
                             load=lambda e, i: loaded.get((e, i)), count=count) for r in by_id.values()  # fmt: skip
                 if within is None or r["created_at"] >= NOW - dt.timedelta(seconds=within)]
-        return sum(inner.evaluate(ctx) for ctx in ctxs)
+        found = sum(inner.evaluate(ctx) for ctx in ctxs)
+        return found if at_most is None else min(found, at_most)
 
     compiled = compile_(app, source)
     ids = set()
@@ -534,7 +562,7 @@ def test_count_inner_clause_with_this_values(app, database) -> None:
     schema, engine, _ = database
     seen = {}
 
-    def count(entity: str, inner: Compiled, within: float | None, this: Any) -> int:
+    def count(entity: str, inner: Compiled, within: float | None, this: Any, at_most: int | None = None) -> int:
         table = schema.entity("repair", entity).main
         sql = SqlContext(schema, app, app.entity(entity), NOW, ANN, table=table, this_values=this)
         with engine.connect() as conn:

@@ -252,6 +252,8 @@ def test_prepared_counts_agree_with_python(db_url: str) -> None:
             for record in records:
                 expected = count("item", node.inner, seconds, record)
                 assert prepared.run(conn, record, NOW) == expected, f"{source} for this = item {record['id']}"
+                for cap in (0, 1, 3):  # a comparison with a number counts no further than it needs
+                    assert prepared.run(conn, record, NOW, cap) == min(expected, cap), f"{source}, at most {cap}"
 
     try:
         check()
@@ -287,13 +289,13 @@ def _python_counter(app: Any, by_entity: dict, user: Actor | None) -> tuple[Any,
     def load(entity: str, record_id: Any) -> dict | None:
         return by_entity[entity].get(record_id)
 
-    def count(entity: str, inner: Any, within: float | None, this: Any) -> int:
+    def count(entity: str, inner: Any, within: float | None, this: Any, at_most: int | None = None) -> int:
         found = 0
         for candidate in by_entity[entity].values():
             if within is not None and candidate["created_at"] < NOW - dt.timedelta(seconds=within):
                 continue
             ctx = EvalContext(record=candidate, app=app, entity=app.entity(entity), now=NOW, user=user, load=load, this=this)
             found += inner.evaluate(ctx) is True
-        return found
+        return found if at_most is None else min(found, at_most)
 
     return load, count

@@ -36,7 +36,8 @@ class EvalContext:
     user: Actor | None = None
     previous: Mapping[str, Any] | None = None  # the record before the change
     load: Callable[[str, Any], Mapping[str, Any] | None] | None = None  # (entity, id) -> record
-    count: Callable[[str, Compiled, float | None, Mapping[str, Any]], int] | None = None
+    # count(entity, condition, within seconds, this, at most): rows counted up to ``at most``, if given
+    count: Callable[[str, Compiled, float | None, Mapping[str, Any], int | None], int] | None = None
     this: Mapping[str, Any] | None = None  # the outer record, when evaluating count()'s inner condition
 
 

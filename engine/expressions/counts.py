@@ -16,7 +16,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Date, String, Time, bindparam, func, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    Integer,
+    Select,
+    String,
+    Time,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
 
 from engine.db import Prepared, UTCDateTime
 
@@ -94,18 +106,29 @@ class CountStatement:
 
         table = sql.table
         self.this = ThisParameters()
-        query = select(func.count()).select_from(table)
-        query = query.where(SqlCompiler(sql, condition, table=table, this=self.this).compile())
+        where = [SqlCompiler(sql, condition, table=table, this=self.this).compile()]
         self.within = dt.timedelta(seconds=within) if within is not None else None
         if self.within is not None:
-            query = query.where(table.c.created_at >= bindparam("since", type_=UTCDateTime()))
-        self.statement = Prepared(query)
+            where.append(table.c.created_at >= bindparam("since", type_=UTCDateTime()))
+        self.statement = Prepared(select(func.count()).select_from(table).where(*where))
+        self.capped = Prepared(capped_count(table, where, bindparam("cap", type_=Integer())))
 
-    def run(self, conn: Any, this: Any, now: dt.datetime) -> int:
+    def run(self, conn: Any, this: Any, now: dt.datetime, at_most: int | None = None) -> int:
+        """The rows ``this`` counts; with ``at_most``, no more than that many are read."""
         params = self.this.values(this)
         if self.within is not None:
             params["since"] = now - self.within
-        return int(self.statement.execute(conn, params).scalar_one())
+        if at_most is None:
+            return int(self.statement.execute(conn, params).scalar_one())
+        params["cap"] = at_most
+        return int(self.capped.execute(conn, params).scalar_one())
+
+
+def capped_count(table: Any, where: list[Any], cap: Any) -> Select:
+    """``SELECT count(*) FROM (SELECT 1 FROM table WHERE ... LIMIT cap)``: a count that stops
+    reading rows at ``cap``, for a comparison with a number (``count(...) >= 3``)."""
+    rows = select(literal_column("1")).select_from(table).where(*where).limit(cap).subquery()
+    return select(func.count()).select_from(rows)
 
 
 def count_statement(sql: SqlContext, condition: Compiled, within: float | None) -> CountStatement | None:

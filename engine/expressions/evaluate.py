@@ -20,6 +20,7 @@ back end binds and the rollups read.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import operator
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -220,6 +221,10 @@ def _midnight(node: LocalMidnight) -> Fn:
 def _compare(node: Compare) -> Fn:
     test = COMPARE[node.op]
     left, right = node.left, node.right
+    if isinstance(left, Count) or isinstance(right, Count):
+        capped = _count_against_number(test, left, right)
+        if capped is not None:
+            return capped
     if isinstance(right, Const) and right.value is not None:
         constant = right.value
         if isinstance(left, FieldRef) and left.root == "record" and len(left.hops) == 1 and not left.multi:
@@ -340,16 +345,33 @@ def _neg(node: Neg) -> Fn:
     return neg
 
 
-def _count(node: Count) -> Fn:
+def _count(node: Count, at_most: int | None = None) -> Fn:
     target, inner = node.target.name, node.inner
     within = float(node.within.total_seconds()) if node.within is not None else None
 
     def count(ctx: EvalContext, links: Links) -> int:
         if ctx.count is None:
             raise EvalError("count() needs a counter (EvalContext.count)")
-        return ctx.count(target, inner, within, ctx.record)
+        return ctx.count(target, inner, within, ctx.record, at_most)
 
     return count
+
+
+def _count_against_number(test: Callable[[Any, Any], bool], left: Node, right: Node) -> Fn | None:
+    """``count(...) >= 50`` (either side) is settled by at most 51 rows: counted up to that cap,
+    the comparison comes out as it would with every row counted, so a rule's threshold costs what
+    the threshold does, not what a busy device's history does."""
+    counted, number = (left, right) if isinstance(left, Count) else (right, left)
+    if not isinstance(counted, Count) or not isinstance(number, Const) or not _is_number(number.value):
+        return None
+    count, constant = _count(counted, max(0, math.floor(number.value) + 1)), number.value
+    if counted is left:
+        return lambda ctx, links: test(count(ctx, links), constant)
+    return lambda ctx, links: test(constant, count(ctx, links))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
 
 
 # -- functions ------------------------------------------------------------------------------------
