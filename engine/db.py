@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -74,10 +75,18 @@ def normalise_url(url: str) -> str:
 TRANSACTION_SCOPED: set[str] = set()
 
 
+def _json_text(value: Any) -> str:
+    """JSON columns (the audit trail's changes, outbox payloads) as UTF-8 text: 轴承 is 6 bytes,
+    not the 12 of ``\\u8f74\\u627f``, so a Chinese ticket's trail takes a third less room
+    and reads as written in the database."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 def connect(url: str = DEFAULT_URL, **kwargs) -> Engine:
     """An Engine for ``url``; creates the folder of a SQLite file."""
     url = normalise_url(url)
     parsed = make_url(url)
+    kwargs.setdefault("json_serializer", _json_text)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
