@@ -1,8 +1,9 @@
 """Database connections: one place that knows SQLite from PostgreSQL.
 
-SQLite runs in WAL mode with ``synchronous=NORMAL`` (durable at checkpoints, fast commits), a
-checkpoint every 4,000 pages and a busy timeout; write transactions start with ``BEGIN
-IMMEDIATE`` so two writers queue at the start instead of failing half-way on a lock upgrade.
+SQLite runs in WAL mode with ``synchronous=NORMAL`` (durable at checkpoints, fast commits),
+checkpoints in a thread of each writing process (engine/checkpoints.py) and a busy timeout;
+write transactions start with ``BEGIN IMMEDIATE`` so two writers queue at the start instead of
+failing half-way on a lock upgrade.
 Writers of a SQLite file also queue on a lock of their own first (:class:`WriteLock`), since
 SQLite's busy handler waits by sleeping. PostgreSQL runs with its defaults.
 """
@@ -29,7 +30,12 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
 
+from engine.checkpoints import Checkpointer
+
 DEFAULT_URL = "sqlite:///data/kiln.db"
+# SQLite's writers checkpoint past this many WAL pages (64 MB at 4 KB): the backstop of the
+# background checkpoints, which keep the WAL below it at a thousand ticket creates a second.
+WAL_AUTOCHECKPOINT = 16_000
 
 
 class UTCDateTime(TypeDecorator):
@@ -89,10 +95,14 @@ def connect(url: str = DEFAULT_URL, **kwargs) -> Engine:
     kwargs.setdefault("json_serializer", _json_text)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
+        is_file = database and database != ":memory:" and not database.startswith("file:")
+        if is_file:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
         _configure_sqlite(engine)
+        if is_file:  # checkpointed in the background once it is written to (engine/checkpoints.py)
+            checkpointer = engine._kiln_checkpointer = Checkpointer(database)  # type: ignore[attr-defined]
+            event.listen(engine, "engine_disposed", lambda _engine: checkpointer.stop())
     else:
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 20)
@@ -116,10 +126,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        # Checkpoint every 4,000 WAL pages (16 MB at 4 KB), not SQLite's 1,000: a write rewrites
-        # the same hot pages (the tail of each index), which a checkpoint copies once however
-        # often they were written, and there are a quarter as many checkpoints and their fsyncs.
-        cursor.execute("PRAGMA wal_autocheckpoint=4000")
+        # A writer checkpoints only past this many WAL pages: a thread of the process does it
+        # first, outside the write lock (engine/checkpoints.py).
+        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
@@ -190,6 +199,9 @@ def write(engine: Engine) -> Iterator[Connection]:
         with _writer(engine).begin() as conn:
             yield conn
         return
+    checkpointer = getattr(engine, "_kiln_checkpointer", None)
+    if checkpointer is not None:
+        checkpointer.start()
     with lock.held(), _writer(engine).begin() as conn:
         yield conn
 
