@@ -95,6 +95,41 @@ def test_a_count_within_a_window_gets_an_index_on_its_equalities_and_created_at(
     assert ("device", "category", "created_at") in indexes and ("device", "id") in indexes
 
 
+THRESHOLDS = """
+app: clinic
+entities:
+  visit:
+    fields:
+      place: {type: text}
+      second: {type: boolean}
+      tags: {type: tags}
+    rules:
+      - name: regular
+        on: created
+        when: 'count(visit, place == this.place and hours_since(created_at) < 24) >= 3'
+        do: [{add_tag: regular}]
+      - {name: second, on: created, when: 'count(visit, place == this.place) == 2', do: [{set: {second: true}}]}
+"""
+
+
+def test_counts_compared_with_a_number_decide_as_whole_counts(db_url, write_definitions, open_instance):
+    """A count compared with a number stops reading past it (engine/expressions/evaluate.py): the
+    third visit and on are regulars, only the second is the second, whether the count is prepared
+    (``place == this.place``) or built per call (``hours_since`` reads the time)."""
+    from engine.actors import SYSTEM
+
+    instance = open_instance(write_definitions({"clinic/app.yaml": THRESHOLDS}), db_url)
+    records = instance.records("clinic")
+    made = [records.create("visit", {"place": "north"}, SYSTEM, NOW + dt.timedelta(minutes=i)) for i in range(6)]
+    other = records.create("visit", {"place": "south"}, SYSTEM, NOW + dt.timedelta(minutes=9))
+    assert [(v["tags"], v["second"]) for v in made] == [
+        ([], None), ([], True), (["regular"], None), (["regular"], None), (["regular"], None), (["regular"], None),
+    ]  # fmt: skip
+    assert (other["tags"], other["second"]) == ([], None)
+    later = records.create("visit", {"place": "north"}, SYSTEM, NOW + dt.timedelta(days=2))  # the others are 48 h old
+    assert later["tags"] == [] and later["second"] is None
+
+
 def test_a_rule_that_fires_itself_stops_and_rolls_everything_back(lab: Lab):
     item = lab.create("item", title="loop", n=0)
     before = lab.count("kiln_audit")
