@@ -22,9 +22,14 @@ entities:
 
 def _in_database_file(path: Path) -> int:
     """Notes in the database file itself: ``immutable`` reads it without its WAL, so what is
-    there was copied by a checkpoint."""
-    with sqlite3.connect(f"file:{path}?immutable=1", uri=True) as conn:
+    there was copied by a checkpoint (-1 while one is copying: the read takes no lock)."""
+    conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
         return conn.execute("SELECT count(*) FROM shop__note").fetchone()[0]
+    except sqlite3.DatabaseError:
+        return -1
+    finally:
+        conn.close()
 
 
 def _checkpoint_threads(path: Path) -> list[threading.Thread]:
