@@ -3,9 +3,9 @@
 SQLite runs in WAL mode with ``synchronous=NORMAL`` (durable at checkpoints, fast commits),
 checkpoints in a thread of each writing process (engine/checkpoints.py) and a busy timeout;
 write transactions start with ``BEGIN IMMEDIATE`` so two writers queue at the start instead of
-failing half-way on a lock upgrade.
-Writers of a SQLite file also queue on a lock of their own first (:class:`WriteLock`), since
-SQLite's busy handler waits by sleeping. PostgreSQL runs with its defaults.
+failing half-way on a lock upgrade. Writers of a SQLite file also queue on a lock of their own
+first (:class:`WriteLock`), since SQLite's busy handler waits by sleeping. PostgreSQL runs with
+its defaults.
 """
 
 from __future__ import annotations
@@ -95,12 +95,11 @@ def connect(url: str = DEFAULT_URL, **kwargs) -> Engine:
     kwargs.setdefault("json_serializer", _json_text)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
-        is_file = database and database != ":memory:" and not database.startswith("file:")
-        if is_file:
+        if _is_sqlite_file(database):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
         _configure_sqlite(engine)
-        if is_file:  # checkpointed in the background once it is written to (engine/checkpoints.py)
+        if _is_sqlite_file(database):  # checkpointed in the background once written to (engine/checkpoints.py)
             checkpointer = engine._kiln_checkpointer = Checkpointer(database)  # type: ignore[attr-defined]
             event.listen(engine, "engine_disposed", lambda _engine: checkpointer.stop())
     else:
@@ -180,13 +179,17 @@ class WriteLock:
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
 
 
+def _is_sqlite_file(database: str) -> bool:
+    """A SQLite database named by a path: not in memory, not a ``file:`` URI."""
+    return database not in ("", ":memory:") and not database.startswith("file:")
+
+
 def _write_lock(engine: Engine) -> WriteLock | None:
     """The engine's WriteLock: for a SQLite file, made once and kept on the engine."""
     lock = getattr(engine, "_kiln_write_lock", False)
     if lock is False:
         database = engine.url.database or ""
-        is_file = engine.dialect.name == "sqlite" and database not in ("", ":memory:") and not database.startswith("file:")
-        lock = WriteLock(database) if is_file else None
+        lock = WriteLock(database) if engine.dialect.name == "sqlite" and _is_sqlite_file(database) else None
         engine._kiln_write_lock = lock  # type: ignore[attr-defined]
     return lock
 

@@ -356,14 +356,14 @@ class Scope:
         rules run, the change is made in memory, with its own audit entry naming this rule, and
         written with the others' after them (:func:`write_pending`); later rules' conditions
         see it at once."""
-        if self.pending is None:
-            self.records.update_in(self.conn, self.entity, self.record["id"], values, None, self.actor, self.now)
-            return True
-        return self.change_parsed(self.records.parse_input(self.conn, self.entity, values, self.actor, creating=False))
+        if self.pending is not None:
+            values = self.records.parse_input(self.conn, self.entity, values, self.actor, creating=False)
+        return self.change_parsed(values)
 
     def change_parsed(self, incoming: Mapping[str, Any]) -> bool:
         """:meth:`change` with values already as they are stored (a tag action's new list, made
-        of the record's own tags and tags it checked): not parsed again while changes are staged."""
+        of the record's own tags and tags it checked): not parsed again while changes are staged
+        (written at once, they go through the update's own parsing and checks)."""
         records = self.records
         if self.pending is None:
             records.update_in(self.conn, self.entity, self.record["id"], incoming, None, self.actor, self.now)

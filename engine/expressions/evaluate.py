@@ -362,16 +362,13 @@ def _count_against_number(test: Callable[[Any, Any], bool], left: Node, right: N
     the comparison comes out as it would with every row counted, so a rule's threshold costs what
     the threshold does, not what a busy device's history does."""
     counted, number = (left, right) if isinstance(left, Count) else (right, left)
-    if not isinstance(counted, Count) or not isinstance(number, Const) or not _is_number(number.value):
+    if not isinstance(counted, Count) or not isinstance(number, Const) or number.type != "number":
         return None
     count, constant = _count(counted, max(0, math.floor(number.value) + 1)), number.value
     if counted is left:
         return lambda ctx, links: test(count(ctx, links), constant)
     return lambda ctx, links: test(constant, count(ctx, links))
 
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
 
 
 # -- functions ------------------------------------------------------------------------------------
