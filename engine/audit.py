@@ -2,9 +2,9 @@
 
 Entries are written by the services in the same transaction as the change they record, so a
 change and its entry commit together or not at all. The entries that rules make to one record in
-answer to one event (five rules tagging and routing a new ticket) are stored as one row, action
-``rules``, whose ``changes`` list them in order; :func:`history` hands them out one by one again,
-each naming its rule.
+answer to one event (five rules tagging and routing a new ticket), after the record's creation
+when they answer it, are stored as one row, action ``rules``, whose ``changes`` list them in
+order; :func:`history` hands them out one by one again, each with its own action, actor and rule.
 """
 
 from __future__ import annotations
@@ -76,38 +76,47 @@ def to_insert(conn: Connection, audit: Table, entries: list[dict[str, Any]]) -> 
     return None
 
 
-RULES = "rules"  # the action of a row holding several rules' entries
-_STEP = ("action", "rule", "changes", "comment")  # what a rules row keeps of each entry
-_EVENT = ("app", "entity", "record_id", "actor_id", "actor", "at")  # what its entries share
+RULES = "rules"  # the action of a row holding an event's entries
+_EVENT = ("app", "entity", "record_id", "at")  # what the entries of one row share
 
 
 def _rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows that store ``entries``: consecutive entries of rules on the same record at the
-    same time (one event's) share one row; any other entry is a row of its own. A row per rule
-    cost each rule's action a row, an index entry and a statement parameter set of its own."""
+    """The rows that store ``entries``. The entries of one event on one record (the same record,
+    the same time) share one row: the rules' entries, after the creation that fired them when
+    they came with it. Any other entry is a row of its own. A row per entry cost each rule's
+    action a row, an index entry, its parameters and a JSON text of its own: the most of what a
+    ticket's five routing rules added to its creation."""
     rows: list[dict[str, Any]] = []
     run: list[dict[str, Any]] = []
-
-    def end_run() -> None:
-        rows.extend([_rules_row(run)] if len(run) > 1 else run)
-        run.clear()
-
-    event = None
     for entry in entries:
-        key = tuple(entry[k] for k in _EVENT)
-        if entry["rule"] is None or key != event:
-            end_run()
-        (run if entry["rule"] is not None else rows).append(entry)
-        event = key
-    end_run()
+        joins = entry["rule"] is not None and run and all(entry[k] == run[0][k] for k in _EVENT)
+        if not joins:
+            rows.extend([_event_row(run)] if len(run) > 1 else run)
+            run = []
+        if entry["rule"] is not None or entry["action"] == "create":
+            run.append(entry)
+        else:
+            rows.append(entry)
+    rows.extend([_event_row(run)] if len(run) > 1 else run)
     return rows
 
 
-def _rules_row(run: list[dict[str, Any]]) -> dict[str, Any]:
-    names = ", ".join(dict.fromkeys(e["rule"] for e in run))
+def _event_row(run: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row of the entries ``run``: the first one's actor, each step with its own where it
+    differs (a user's creation, then the rules acting as the system); no empty comments."""
+    first = run[0]
+    names = ", ".join(dict.fromkeys(e["rule"] for e in run if e["rule"] is not None))
+    steps = []
+    for e in run:
+        step = {"action": e["action"], "rule": e["rule"], "changes": e["changes"]}
+        if e["comment"] is not None:
+            step["comment"] = e["comment"]
+        if e["actor_id"] != first["actor_id"] or e["actor"] != first["actor"]:
+            step["actor_id"], step["actor"] = e["actor_id"], e["actor"]
+        steps.append(step)
     return {
-        **{k: run[0][k] for k in _EVENT}, "action": RULES, "rule": names if len(names) <= 200 else names[:199] + "…",
-        "changes": [{k: e[k] for k in _STEP} for e in run], "comment": None,
+        **{k: first[k] for k in _EVENT}, "actor_id": first["actor_id"], "actor": first["actor"], "action": RULES,
+        "rule": names if len(names) <= 200 else names[:199] + "…", "changes": steps, "comment": None,
     }  # fmt: skip
 
 
@@ -128,8 +137,8 @@ def history(conn: Connection, audit: Table, app: str, entity: str, record_id: in
         steps = row["changes"] if row["action"] == RULES and isinstance(row["changes"], list) else [row]
         entries.extend(
             {
-                "id": row["id"], "action": step["action"], "actor": row["actor"], "at": row["at"].isoformat(),
-                "changes": step["changes"], "rule": step["rule"], "comment": step["comment"],
+                "id": row["id"], "action": step["action"], "actor": step.get("actor", row["actor"]),
+                "at": row["at"].isoformat(), "changes": step["changes"], "rule": step["rule"], "comment": step.get("comment"),
             }  # fmt: skip
             for step in steps
         )

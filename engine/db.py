@@ -264,7 +264,11 @@ class Prepared:
 
     def execute(self, conn: Connection, params: dict[str, Any]) -> PreparedResult:
         compiled, processors, order = self._for(conn)
-        arguments = self._arguments(compiled, processors, order, params)
+        return self.run(conn, self._arguments(compiled, processors, order, params))
+
+    def run(self, conn: Connection, arguments: Any) -> PreparedResult:
+        """Run the statement with the driver's own ``arguments`` (bound values processed)."""
+        compiled = self._for(conn)[0]
         cursor = conn.connection.dbapi_connection.cursor()  # the connection's own transaction
         try:
             cursor.execute(compiled.string, arguments)
@@ -311,13 +315,36 @@ class PreparedRows:
         self.table = table
         self.keys = keys
         self._sized: dict[int, Prepared] = {}
+        # Per dialect and number of rows, for positional drivers (SQLite): each parameter as
+        # (row, key, bind processor), in the statement's order; None for named ones.
+        self._slots: dict[tuple[str, int], list[tuple[int, str, Any]] | None] = {}
 
     def execute(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         for start in range(0, len(rows), self.CHUNK):
             chunk = rows[start : start + self.CHUNK]
-            if len(chunk) not in self._sized:
-                self._sized[len(chunk)] = Prepared(self.statement(len(chunk)))
-            self._sized[len(chunk)].execute(conn, self.params(chunk))
+            prepared = self._sized.get(len(chunk))
+            if prepared is None:
+                prepared = self._sized[len(chunk)] = Prepared(self.statement(len(chunk)))
+            slots = self._slots_of(conn, prepared, len(chunk))
+            if slots is None:
+                prepared.execute(conn, self.params(chunk))
+                continue
+            # The driver's tuple straight from the rows: no parameter names to make and look up
+            # (an audit row has ten, a ticket's tags three each).
+            arguments = []
+            for i, key, process in slots:
+                value = chunk[i][key]
+                arguments.append(value if value is None or process is None else process(value))
+            prepared.run(conn, tuple(arguments))
+
+    def _slots_of(self, conn: Connection, prepared: Prepared, size: int) -> list[tuple[int, str, Any]] | None:
+        key = (conn.dialect.name, size)
+        if key not in self._slots:
+            compiled, processors, order = prepared._for(conn)
+            names = {f"{k}_r{i}": (i, k) for i in range(size) for k in self.keys}
+            positional = order is not None and all(name in names for name, _ in order)
+            self._slots[key] = [(*names[name], processors.get(name)) for name, _ in order] if positional else None  # type: ignore[union-attr]
+        return self._slots[key]
 
     def statement(self, size: int, prefix: str = "") -> Any:
         columns = self.table.c

@@ -45,6 +45,7 @@ class RecordChecker:
         self.records = records
         # Prepared counts by (entity, condition, window); the condition is kept alive as the key.
         self._counts: dict[tuple[str, Compiled, float | None], CountStatement | None] = {}
+        self._conditional_fields: dict[str, frozenset[str]] = {}  # by entity: see _conditional
 
     # -- expressions ---------------------------------------------------------------------------
 
@@ -206,8 +207,9 @@ class RecordChecker:
     ) -> None:  # fmt: skip
         """Refuse a record that breaks a field's rules or a ``validations:`` entry. ``changed``:
         the record passed before but for these fields (a creation's rules changed them), so only
-        their values are checked again; what is required and the validations, which read other
-        fields too, are checked whole."""
+        what they can change the outcome of is checked again: their values; whether a field is
+        required where that depends on a condition (``required_if``, ``visible_if``); and the
+        validations that read one of them (:meth:`_depends`)."""
         errors: dict[str, str] = {}
         ctx: EvalContext | None = None
 
@@ -216,9 +218,12 @@ class RecordChecker:
             ctx = ctx or self.context(conn, entity, record, before, actor, now)
             return ctx
 
+        conditional = self._conditional(entity) if changed is not None else frozenset()
         for f in entity.fields:
             if f.disabled or f.is_computed:
                 continue
+            if changed is not None and f.name not in changed and f.name not in conditional:
+                continue  # neither its value nor whether it is required changed
             value = record.get(f.name)
             if is_empty(value):
                 needed = f.required or (f.required_if is not None and self.evaluate(f.required_if, context()))
@@ -240,12 +245,30 @@ class RecordChecker:
                     if conn.execute(query).first() is not None:
                         errors[f.name] = Msg("already used by another record")
         for v in entity.validations:
+            if changed is not None and not self._depends(v.when, changed):
+                continue
             if self.evaluate(v.when, context()):
                 for name in v.fields or ("",):
                     errors.setdefault(name, v.message)
         if errors:
             first = next(iter(errors.values()))
             raise ValidationFailed(first if len(errors) == 1 else "some values are not valid", errors)
+
+    def _conditional(self, entity: Entity) -> frozenset[str]:
+        """The fields whether a value is required depends on a condition (``required_if``, a
+        ``visible_if`` of the field or of its form section): any change may change it."""
+        found = self._conditional_fields.get(entity.name)
+        if found is None:
+            hidden = {name for s in entity.form if s.visible_if is not None for name in s.fields}
+            found = frozenset(f.name for f in entity.fields if f.required_if is not None or f.visible_if is not None or f.name in hidden)
+            self._conditional_fields[entity.name] = found
+        return found
+
+    def _depends(self, expr: Expr, changed: set[str]) -> bool:
+        """Whether ``expr`` over a record may come out otherwise once ``changed`` changed: it reads
+        one of them, or more than the record's fields (a ``count(...)``, the change)."""
+        reads = self.records.expr(expr).fields_read
+        return reads is None or not reads.isdisjoint(changed)
 
     def check_value(self, f: Field, value: Any) -> str | None:
         for item in _values(value):

@@ -341,6 +341,8 @@ class Records:
         self, conn: Connection, entity: Entity, before: Mapping[str, Any], after: Mapping[str, Any], names: list[str]
     ) -> dict[str, list[Any]]:  # fmt: skip
         """``{field: [before, after]}`` of the ``names`` that changed, as the trail shows them."""
+        if entity.user_field_names.isdisjoint(names) and entity.computed_names.isdisjoint(names):
+            return audit.diff(before, after, names)  # a rule's one-field change, the hot case: shown as stored
         return audit.diff(self._audit_view(conn, entity, before, names), self._audit_view(conn, entity, after, names), names)
 
     def write_staged(
@@ -436,7 +438,7 @@ class Records:
         """The record (or its fields ``names``) as the audit trail shows it: users by name,
         computed decimals trimmed; the record itself when none of ``names`` needs that."""
         if names is not None and entity.user_field_names.isdisjoint(names) and entity.computed_names.isdisjoint(names):
-            return record  # a rule's one-field change, the hot case: nothing to look up
+            return record  # nothing to look up
         view = dict(record) if names is None else {n: record.get(n) for n in names}
         user_fields = [f for f in entity.user_fields if f.name in view]
         ids = {v for f in user_fields for v in _as_list(record.get(f.name)) if v is not None}

@@ -17,7 +17,6 @@ in :mod:`engine.tags`, ``notify``/``webhook`` in :mod:`engine.outbox`; ``set``, 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -399,9 +398,9 @@ class Scope:
         else:
             audit.write(self.conn, records.schema.system["kiln_audit"], [entry])
 
-    @functools.cached_property
+    @property
     def actor(self) -> Actor:
-        return self.trigger.as_rule(self.rule.name)
+        return self.trigger.as_rule(self.rule.name)  # one per rule, kept (engine/actors.py)
 
     @property
     def event_key(self) -> str:

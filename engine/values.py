@@ -233,8 +233,8 @@ def to_json(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, Decimal):
         return format(value, "f")
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
+    if isinstance(value, list | tuple):  # tags, options, users: plain values, mostly
+        return [v if v is None or type(v) in _JSON_NATIVE else to_json(v) for v in value]
     return value
 
 

@@ -71,19 +71,22 @@ def test_the_changes_of_one_events_rules_are_written_once(lab: Lab):
     assert lab.get("item", item["id"])["version"] == 2
 
 
-def test_the_entries_of_one_events_rules_are_one_row_and_the_history_lists_each(lab: Lab):
-    item = lab.create("item", title="order")
+def test_a_creation_and_its_rules_entries_are_one_row_and_the_history_lists_each(lab: Lab):
+    item = lab.create("item", title="order")  # by sam; the rules act as the system
     rows = lab.rows("kiln_audit", app="lab", entity="item", record_id=item["id"])
-    assert [(r["action"], r["rule"]) for r in rows] == [("create", None), ("rules", "first, second")]
-    assert [step["rule"] for step in rows[1]["changes"]] == ["first", "second"]
-    entries = lab.history("item", item["id"])[1:]
-    assert [(e["id"], e["action"], e["actor"], e["rule"], e["changes"]) for e in entries] == [
-        (rows[1]["id"], "update", "system", "first", {"n": [None, 1]}),
-        (rows[1]["id"], "update", "system", "second", {"n": [1, 12]}),
+    assert [(r["action"], r["actor"], r["rule"]) for r in rows] == [("rules", "sam", "first, second")]
+    assert [(step["action"], step["rule"]) for step in rows[0]["changes"]] == [("create", None), ("update", "first"), ("update", "second")]
+    entries = lab.history("item", item["id"])
+    assert [(e["id"], e["action"], e["actor"], e["rule"], e["comment"]) for e in entries] == [
+        (rows[0]["id"], "create", "sam", None, None),
+        (rows[0]["id"], "update", "system", "first", None),
+        (rows[0]["id"], "update", "system", "second", None),
     ]  # fmt: skip
+    assert entries[0]["changes"]["title"] == [None, "order"]
+    assert [e["changes"] for e in entries[1:]] == [{"n": [None, 1]}, {"n": [1, 12]}]
     item = lab.update("item", item, note="again")  # a user's change: a row of its own, after them
     rows = lab.rows("kiln_audit", app="lab", entity="item", record_id=item["id"])
-    assert [r["action"] for r in rows] == ["create", "rules", "update"]
+    assert [r["action"] for r in rows] == ["rules", "update"]
 
 
 def test_a_count_within_a_window_gets_an_index_on_its_equalities_and_created_at(write_definitions):
@@ -258,3 +261,34 @@ def test_a_creations_rule_changes_are_checked_with_the_record_and_a_refusal_stor
     assert lab.count("shop__order") == 0 and lab.count("kiln_audit") == 0
     kept = records.create("order", {"kind": "a", "ref": "R-1"}, SYSTEM, NOW)
     assert (kept["kind"], kept["version"]) == ("b", 1)
+
+
+REQUIRED_APP = """
+app: desk
+entities:
+  request:
+    fields:
+      kind: {type: select, options: {a: A, b: B}}
+      title: {type: text, required: true}
+      note: {type: text, required_if: 'kind == "b"'}
+      detail: {type: text, required: true, visible_if: 'kind == "b"'}
+    rules:
+      - {name: flip, on: created, when: 'kind == "a"', do: [{set: {kind: b}}]}
+      - {name: blank, on: created, when: 'title == "blank"', do: [{set: {title: ""}}]}
+"""
+
+
+def test_what_a_creations_rules_change_makes_other_fields_required_again(db_url, write_definitions, open_instance):
+    """The record is checked again after its creation's rules for what their changes can
+    change: a field they empty, and fields whose being required depends on a field they set."""
+    from engine.actors import SYSTEM
+
+    records = open_instance(write_definitions({"desk/app.yaml": REQUIRED_APP}), db_url).records("desk")
+    with pytest.raises(ValidationFailed) as refused:
+        records.create("request", {"kind": "a", "title": "t"}, SYSTEM, NOW)  # B now: note and detail are required
+    assert set(refused.value.fields) == {"note", "detail"}
+    with pytest.raises(ValidationFailed) as refused:
+        records.create("request", {"title": "blank"}, SYSTEM, NOW)
+    assert set(refused.value.fields) == {"title"}
+    kept = records.create("request", {"kind": "a", "title": "t", "note": "n", "detail": "d"}, SYSTEM, NOW)
+    assert kept["kind"] == "b"

@@ -16,7 +16,7 @@ from engine.model import App, Entity
 from engine.tables import Schema
 
 from .functions import CHANGE_FUNCTIONS
-from .nodes import Call, Count, Node, walk
+from .nodes import Call, Count, FieldRef, Node, walk
 
 
 class NotSqlCompilable(Exception):
@@ -68,6 +68,12 @@ class Compiled:
         self.elem = root.elem
         self.uses_changes = any(isinstance(n, Call) and n.name in CHANGE_FUNCTIONS for n in walk(root))
         self.uses_count = any(isinstance(n, Count) for n in walk(root))
+        # The record's fields the value depends on (a link's, for a path through it); None when
+        # it also depends on other records or on the change (count, changed, previous).
+        self.fields_read: frozenset[str] | None = (
+            None if self.uses_count or self.uses_changes
+            else frozenset(n.hops[0].field.name for n in walk(root) if isinstance(n, FieldRef) and n.root == "record")
+        )  # fmt: skip
         # The Python form (engine.expressions.evaluate): closures built on first use, then kept.
         self._python: Callable[[EvalContext, dict], Any] | None = None
         self._parts: dict[Node, Callable[[EvalContext, dict], Any]] = {}
