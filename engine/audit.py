@@ -88,15 +88,18 @@ def _rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ticket's five routing rules added to its creation."""
     rows: list[dict[str, Any]] = []
     run: list[dict[str, Any]] = []
+    event = None
     for entry in entries:
-        joins = entry["rule"] is not None and run and all(entry[k] == run[0][k] for k in _EVENT)
-        if not joins:
+        key = (entry["app"], entry["entity"], entry["record_id"], entry["at"])  # _EVENT
+        if entry["rule"] is None or key != event:
             rows.extend([_event_row(run)] if len(run) > 1 else run)
             run = []
         if entry["rule"] is not None or entry["action"] == "create":
             run.append(entry)
+            event = key
         else:
             rows.append(entry)
+            event = None
     rows.extend([_event_row(run)] if len(run) > 1 else run)
     return rows
 

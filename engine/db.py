@@ -81,11 +81,16 @@ def normalise_url(url: str) -> str:
 TRANSACTION_SCOPED: set[str] = set()
 
 
+# Made once: ``json.dumps`` with an option makes an encoder per call. The values are trees the
+# engine builds from records (no cycles), so the encoder does not track the containers it is in.
+_JSON = json.JSONEncoder(ensure_ascii=False, check_circular=False)
+
+
 def _json_text(value: Any) -> str:
     """JSON columns (the audit trail's changes, outbox payloads) as UTF-8 text: 轴承 is 6 bytes,
     not the 12 of ``\\u8f74\\u627f``, so a Chinese ticket's trail takes a third less room
     and reads as written in the database."""
-    return json.dumps(value, ensure_ascii=False)
+    return _JSON.encode(value)
 
 
 def connect(url: str = DEFAULT_URL, **kwargs) -> Engine:

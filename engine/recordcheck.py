@@ -218,12 +218,15 @@ class RecordChecker:
             ctx = ctx or self.context(conn, entity, record, before, actor, now)
             return ctx
 
-        conditional = self._conditional(entity) if changed is not None else frozenset()
-        for f in entity.fields:
+        # With ``changed``, the fields whose value or whose being required may have changed.
+        if changed is None:
+            fields = entity.fields
+        else:
+            conditional = self._conditional(entity)
+            fields = tuple(f for f in entity.fields if f.name in changed or f.name in conditional)
+        for f in fields:
             if f.disabled or f.is_computed:
                 continue
-            if changed is not None and f.name not in changed and f.name not in conditional:
-                continue  # neither its value nor whether it is required changed
             value = record.get(f.name)
             if is_empty(value):
                 needed = f.required or (f.required_if is not None and self.evaluate(f.required_if, context()))
@@ -233,7 +236,7 @@ class RecordChecker:
             message = self.check_value(f, value) if changed is None or f.name in changed else None
             if message:
                 errors[f.name] = message
-        for f in entity.fields:
+        for f in fields:
             if changed is not None and f.name not in changed:
                 continue
             if f.unique and f.name not in errors and not is_empty(record.get(f.name)):
