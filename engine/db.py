@@ -289,21 +289,41 @@ class Prepared:
     @staticmethod
     def _arguments(compiled: Any, processors: dict[str, Any], order: list[tuple[str, Any]] | None, params: dict[str, Any]) -> Any:
         if order is not None:
-            # Every parameter given (the hot inserts): straight into the driver's tuple.
+            # Every parameter given, or bound by the statement itself (SQLite's ``OFFSET 0`` after
+            # a LIMIT): straight into the driver's tuple.
             arguments = []
             try:
                 for key, process in order:
                     value = params[key]
                     arguments.append(value if value is None or process is None else process(value))
-            except KeyError:  # a parameter left to the statement's own default
-                pass
-            else:
                 return tuple(arguments)
+            except KeyError:  # one the statement binds itself, or a default SQLAlchemy works out
+                own = _with_own_values(compiled, order, params)
+                if own is not None:
+                    return own
         values = compiled.construct_params(params)
         for key, process in processors.items():
             if key in values and values[key] is not None:
                 values[key] = process(values[key])
         return tuple(values[k] for k in compiled.positiontup) if compiled.positional else values
+
+
+_MISSING = object()
+
+
+def _with_own_values(compiled: Any, order: list[tuple[str, Any]], params: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The driver's tuple of ``params`` and the literal values the statement binds itself for
+    the rest; None when one of them is a callable default or a parameter left out."""
+    arguments = []
+    for key, process in order:
+        value = params.get(key, _MISSING)
+        if value is _MISSING:
+            bind = compiled.binds.get(key)
+            if bind is None or bind.required or bind.callable is not None:
+                return None
+            value = bind.value
+        arguments.append(value if value is None or process is None else process(value))
+    return tuple(arguments)
 
 
 class PreparedRows:

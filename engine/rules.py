@@ -76,6 +76,17 @@ class EntityPlan:
     rules: tuple[tuple[Rule, str, Compiled | None], ...]  # (rule, its normalised event, its when), in the order written
     events: frozenset[str]
     watched: tuple[str, ...]  # the fields some field_set(F) watches
+    _listening: dict[frozenset[str], tuple[tuple[Rule, Compiled | None], ...]] = field(default_factory=dict)
+
+    def listening(self, events: set[str]) -> tuple[tuple[Rule, Compiled | None], ...]:
+        """(rule, its when) of the rules listening to one of ``events``, in the order written;
+        worked out once per set of events (a creation's, an update's ...), so a change's rules
+        are not looked through for the ones that listen."""
+        key = frozenset(events)
+        found = self._listening.get(key)
+        if found is None:
+            found = self._listening[key] = tuple((rule, when) for rule, event, when in self.rules if event in key)
+        return found
 
 
 _plans: weakref.WeakKeyDictionary[Records, dict[str, EntityPlan | None]] = weakref.WeakKeyDictionary()
@@ -196,19 +207,19 @@ def fire(
     pending = pending or Pending()
     storing = pending.unsaved
     ctx, ctx_unsaved = None, False  # the conditions' context, made again once the record is stored
-    for rule, event, when in entity_plan.rules:
-        if event not in events:
-            continue
+    scope: Scope | None = None  # one for the event's rules, handed on from rule to rule
+    for rule, when in entity_plan.listening(events):
         if when is not None:
             if ctx is None or ctx_unsaved != pending.unsaved:
                 ctx = records.checker.context(conn, entity, current, before, actor, now, unsaved=pending.unsaved)
                 ctx_unsaved = pending.unsaved
-            else:
-                ctx.record = current  # as the rules before this one left it
             if not when.evaluate(ctx):
                 continue
         rule_key = None if key is None else f"{key}/rule:{rule.name}"
-        scope = Scope(records, conn, entity, current, before, actor, now, rule, rule_key, pending=pending)
+        if scope is None:
+            scope = Scope(records, conn, entity, current, before, actor, now, rule, rule_key, pending=pending)
+        else:
+            scope.record, scope.rule, scope.key = current, rule, rule_key
         if len(chain) >= MAX_DEPTH:
             names = " -> ".join((*chain, rule.name))
             raise RuleLoop(f"rules keep firing each other ({names}); stopped after {MAX_DEPTH} steps and changed nothing")
@@ -217,6 +228,8 @@ def fire(
             current, acted = run_actions(scope), True
         finally:
             _chain.reset(token)
+        if ctx is not None:
+            ctx.record = current  # the next rules' conditions see the record as this one left it
     current = write_pending(records, conn, entity, pending, current, actor, now)
     return current if acted or storing else None
 
@@ -368,11 +381,12 @@ class Scope:
             records.update_in(self.conn, self.entity, self.record["id"], incoming, None, self.actor, self.now)
             return True
         entity, record = self.entity, self.record
-        records.checker.check_readonly_if(self.conn, entity, record, incoming, self.actor, self.now)
+        if entity.guarded_fields:
+            records.checker.check_readonly_if(self.conn, entity, record, incoming, self.actor, self.now)
         after = {**record, **incoming}
-        records.checker.compute(self.conn, entity, after, self.actor, self.now)
         computed = entity.computed_names
         if computed:
+            records.checker.compute(self.conn, entity, after, self.actor, self.now)
             names = [f.name for f in entity.fields if (f.name in incoming or f.name in computed) and after.get(f.name) != record.get(f.name)]
         elif len(incoming) == 1:  # the common action: one field (a tag list, a set, an assignee)
             names = [name for name in incoming if after[name] != record.get(name)]

@@ -227,14 +227,14 @@ def to_json(value: Any) -> Any:
     """A stored Python value as JSON (datetimes ISO 8601 with offset, decimals as strings)."""
     if value is None or type(value) in _JSON_NATIVE:  # most values of a record: nothing to do
         return value
+    if isinstance(value, list | tuple):  # tags, options, users: plain values, mostly
+        return [v if v is None or type(v) in _JSON_NATIVE else to_json(v) for v in value]
     if isinstance(value, dt.datetime):
         return value.isoformat()
     if isinstance(value, dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, Decimal):
         return format(value, "f")
-    if isinstance(value, list | tuple):  # tags, options, users: plain values, mostly
-        return [v if v is None or type(v) in _JSON_NATIVE else to_json(v) for v in value]
     return value
 
 
