@@ -436,9 +436,7 @@ class Records:
 
     def _audit_view(self, conn: Connection, entity: Entity, record: Mapping[str, Any], names: list[str] | None = None) -> Mapping[str, Any]:
         """The record (or its fields ``names``) as the audit trail shows it: users by name,
-        computed decimals trimmed; the record itself when none of ``names`` needs that."""
-        if names is not None and entity.user_field_names.isdisjoint(names) and entity.computed_names.isdisjoint(names):
-            return record  # nothing to look up
+        computed decimals trimmed."""
         view = dict(record) if names is None else {n: record.get(n) for n in names}
         user_fields = [f for f in entity.user_fields if f.name in view]
         ids = {v for f in user_fields for v in _as_list(record.get(f.name)) if v is not None}
