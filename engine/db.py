@@ -237,7 +237,10 @@ class Prepared:
         self._compiled: dict[str, tuple[Any, dict[str, Any], list[tuple[str, Any]] | None]] = {}
         self._results: dict[str, tuple[list[str], list[Any]]] = {}
 
-    def _for(self, conn: Connection) -> tuple[Any, dict[str, Any], list[tuple[str, Any]] | None]:
+    def compiled_for(self, conn: Connection) -> tuple[Any, dict[str, Any], list[tuple[str, Any]] | None]:
+        """The statement compiled for ``conn``'s database, once: the compiled form, its bind
+        processors by parameter, and for positional drivers each parameter's key and processor
+        in order (None for named ones)."""
         name = conn.dialect.name
         if name not in self._compiled:
             compiled = self.statement.compile(dialect=conn.dialect, column_keys=self.keys)
@@ -268,12 +271,12 @@ class Prepared:
         ]
 
     def execute(self, conn: Connection, params: dict[str, Any]) -> PreparedResult:
-        compiled, processors, order = self._for(conn)
+        compiled, processors, order = self.compiled_for(conn)
         return self.run(conn, self._arguments(compiled, processors, order, params))
 
     def run(self, conn: Connection, arguments: Any) -> PreparedResult:
         """Run the statement with the driver's own ``arguments`` (bound values processed)."""
-        compiled = self._for(conn)[0]
+        compiled = self.compiled_for(conn)[0]
         cursor = conn.connection.dbapi_connection.cursor()  # the connection's own transaction
         try:
             cursor.execute(compiled.string, arguments)
@@ -365,7 +368,7 @@ class PreparedRows:
     def _slots_of(self, conn: Connection, prepared: Prepared, size: int) -> list[tuple[int, str, Any]] | None:
         key = (conn.dialect.name, size)
         if key not in self._slots:
-            compiled, processors, order = prepared._for(conn)
+            compiled, processors, order = prepared.compiled_for(conn)
             names = {f"{k}_r{i}": (i, k) for i in range(size) for k in self.keys}
             positional = order is not None and all(name in names for name, _ in order)
             self._slots[key] = [(*names[name], processors.get(name)) for name, _ in order] if positional else None  # type: ignore[union-attr]
