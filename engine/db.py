@@ -235,6 +235,9 @@ class Prepared:
         self.statement = statement
         self.keys = keys
         self._compiled: dict[str, tuple[Any, dict[str, Any], list[tuple[str, Any]] | None]] = {}
+        # Per dialect, the values the statement binds itself where the driver takes a tuple
+        # (SQLite's ``OFFSET 0`` after a LIMIT); None when it binds none.
+        self._own: dict[str, dict[str, Any] | None] = {}
         self._results: dict[str, tuple[list[str], list[Any]]] = {}
 
     def compiled_for(self, conn: Connection) -> tuple[Any, dict[str, Any], list[tuple[str, Any]] | None]:
@@ -248,6 +251,7 @@ class Prepared:
             processors = dict(compiled._bind_processors)
             # For positional drivers (SQLite), each parameter's key and processor, in order.
             order = [(k, processors.get(k)) for k in compiled.positiontup] if compiled.positional else None
+            self._own[name] = _own_values(compiled) if order is not None else None
             self._compiled[name] = (compiled, processors, order)
         return self._compiled[name]
 
@@ -272,6 +276,9 @@ class Prepared:
 
     def execute(self, conn: Connection, params: dict[str, Any]) -> PreparedResult:
         compiled, processors, order = self.compiled_for(conn)
+        own = self._own[conn.dialect.name]
+        if own is not None:  # the caller's values first
+            params = {**own, **params}
         return self.run(conn, self._arguments(compiled, processors, order, params))
 
     def run(self, conn: Connection, arguments: Any) -> PreparedResult:
@@ -291,19 +298,15 @@ class Prepared:
 
     @staticmethod
     def _arguments(compiled: Any, processors: dict[str, Any], order: list[tuple[str, Any]] | None, params: dict[str, Any]) -> Any:
-        if order is not None:
-            # Every parameter given, or bound by the statement itself (SQLite's ``OFFSET 0`` after
-            # a LIMIT): straight into the driver's tuple.
+        if order is not None:  # every parameter given: straight into the driver's tuple
             arguments = []
             try:
                 for key, process in order:
                     value = params[key]
                     arguments.append(value if value is None or process is None else process(value))
                 return tuple(arguments)
-            except KeyError:  # one the statement binds itself, or a default SQLAlchemy works out
-                own = _with_own_values(compiled, order, params)
-                if own is not None:
-                    return own
+            except KeyError:  # a default SQLAlchemy works out, or a parameter left out (its error)
+                pass
         values = compiled.construct_params(params)
         for key, process in processors.items():
             if key in values and values[key] is not None:
@@ -311,22 +314,15 @@ class Prepared:
         return tuple(values[k] for k in compiled.positiontup) if compiled.positional else values
 
 
-_MISSING = object()
-
-
-def _with_own_values(compiled: Any, order: list[tuple[str, Any]], params: dict[str, Any]) -> tuple[Any, ...] | None:
-    """The driver's tuple of ``params`` and the literal values the statement binds itself for
-    the rest; None when one of them is a callable default or a parameter left out."""
-    arguments = []
-    for key, process in order:
-        value = params.get(key, _MISSING)
-        if value is _MISSING:
-            bind = compiled.binds.get(key)
-            if bind is None or bind.required or bind.callable is not None:
-                return None
-            value = bind.value
-        arguments.append(value if value is None or process is None else process(value))
-    return tuple(arguments)
+def _own_values(compiled: Any) -> dict[str, Any] | None:
+    """The literal values ``compiled`` binds itself (not required, no callable default), by
+    parameter; None when it has none."""
+    own = {}
+    for key in compiled.positiontup:
+        bind = compiled.binds.get(key)
+        if bind is not None and not bind.required and bind.callable is None:
+            own[key] = bind.value
+    return own or None
 
 
 class PreparedRows:

@@ -70,12 +70,18 @@ class Change:
 
 # -- plans: which rules listen to what, worked out once per app --------------------------------
 
+Edit = Callable[[Mapping[str, Any]], dict[str, Any] | None]  # a record -> the values an action gives it; None: no change
+_UNKNOWN: Any = object()
+
 
 @dataclass
 class EntityPlan:
     rules: tuple[tuple[Rule, str, Compiled | None], ...]  # (rule, its normalised event, its when), in the order written
     events: frozenset[str]
     watched: tuple[str, ...]  # the fields some field_set(F) watches
+    # A rule's actions as edits of its record's own fields (:func:`own_edits`), by id of the rule
+    # (kept alive by ``rules``); None for a rule with another action. Worked out at its first run.
+    edits: dict[int, tuple[tuple[str, Edit], ...] | None] = field(default_factory=dict)
     _listening: dict[frozenset[str], tuple[tuple[Rule, Compiled | None], ...]] = field(default_factory=dict)
 
     def listening(self, events: set[str]) -> tuple[tuple[Rule, Compiled | None], ...]:
@@ -215,19 +221,25 @@ def fire(
                 ctx_unsaved = pending.unsaved
             if not when.evaluate(ctx):
                 continue
-        rule_key = None if key is None else f"{key}/rule:{rule.name}"
-        if scope is None:
-            scope = Scope(records, conn, entity, current, before, actor, now, rule, rule_key, pending=pending)
-        else:
-            scope.record, scope.rule, scope.key = current, rule, rule_key
         if len(chain) >= MAX_DEPTH:
             names = " -> ".join((*chain, rule.name))
             raise RuleLoop(f"rules keep firing each other ({names}); stopped after {MAX_DEPTH} steps and changed nothing")
-        token = _chain.set((*chain, rule.name))
-        try:
-            current, acted = run_actions(scope), True
-        finally:
-            _chain.reset(token)
+        edits = entity_plan.edits.get(id(rule), _UNKNOWN)
+        if edits is _UNKNOWN:
+            edits = entity_plan.edits[id(rule)] = own_edits(records, conn, entity, rule, actor)
+        if edits is not None:  # nothing to dispatch, nothing that fires rules in turn
+            current, acted = stage_edits(records, conn, entity, pending, current, rule, edits, actor, now), True
+        else:
+            rule_key = None if key is None else f"{key}/rule:{rule.name}"
+            if scope is None:
+                scope = Scope(records, conn, entity, current, before, actor, now, rule, rule_key, pending=pending)
+            else:
+                scope.record, scope.rule, scope.key = current, rule, rule_key
+            token = _chain.set((*chain, rule.name))
+            try:
+                current, acted = run_actions(scope), True
+            finally:
+                _chain.reset(token)
         if ctx is not None:
             ctx.record = current  # the next rules' conditions see the record as this one left it
     current = write_pending(records, conn, entity, pending, current, actor, now)
@@ -335,13 +347,89 @@ def run_actions(scope: Scope) -> dict[str, Any]:
             changed = handler(scope, action.args)
         except RuleLoop:
             raise
-        except RecordError as exc:  # say which rule failed, so the definition can be fixed
-            exc.message = f"rule '{scope.rule.name}' ({action.kind}): {exc.message}"
-            exc.args = (exc.message,)
+        except RecordError as exc:
+            _name_rule(exc, scope.rule, action.kind)
             raise
         if changed:  # reload: the change may have fired further rules that changed it again
             scope.record = scope.records.load(scope.conn, scope.entity, scope.record["id"]) or scope.record
     return scope.record
+
+
+def _name_rule(exc: RecordError, rule: Rule, kind: str) -> None:
+    """Say in ``exc`` which rule's action failed, so the definition can be fixed."""
+    exc.message = f"rule '{rule.name}' ({kind}): {exc.message}"
+    exc.args = (exc.message,)
+
+
+# -- actions that only edit their record's own fields ------------------------------------------
+# A ``set`` of literal values, and a tag action where the entity has a tags field, change nothing
+# but their record's fields, with values known once the app is loaded. While an event's rules run,
+# a rule made only of such actions stages its changes as they are: no Scope, no dispatch, no step
+# in the chain of rules (nothing it does fires rules before its changes are written). A new
+# ticket's routing and tagging rules are mostly such rules.
+
+
+def own_edits(records: Records, conn: Connection, entity: Entity, rule: Rule, actor: Actor) -> tuple[tuple[str, Edit], ...] | None:
+    """(action kind, edit) for each of ``rule``'s actions when each only edits the record's own
+    fields with values known in advance; None when one does more."""
+    edits: list[tuple[str, Edit]] = []
+    own_tags = entity.tags_field
+    for action in rule.actions:
+        if action.kind == "set" and isinstance(action.args, Mapping):
+            values = _literal_values(records, conn, entity, action.args, actor)
+            if values is None:
+                return None
+            edits.append((action.kind, lambda _record, values=values: values))
+        elif action.kind in tags.TAG_ACTIONS and own_tags is not None:
+            edits.append((action.kind, tags.own_tags_edit(own_tags, tags.tag_list(action.args), adding=action.kind == "add_tag")))
+        else:
+            return None
+    return tuple(edits)
+
+
+def stage_edits(
+    records: Records, conn: Connection, entity: Entity, pending: Pending, record: dict[str, Any], rule: Rule,
+    edits: tuple[tuple[str, Edit], ...], trigger: Actor, now: dt.datetime,
+) -> dict[str, Any]:  # fmt: skip
+    """Stage ``rule``'s edits of ``record`` in order, as its actions would; the record after them."""
+    acting = trigger.as_rule(rule.name)
+    for kind, edit in edits:
+        incoming = edit(record)
+        if incoming is not None:
+            try:
+                record = stage_change(records, conn, entity, pending, record, incoming, rule.name, acting, now)
+            except RecordError as exc:
+                _name_rule(exc, rule, kind)
+                raise
+    return record
+
+
+def stage_change(
+    records: Records, conn: Connection, entity: Entity, pending: Pending, record: dict[str, Any],
+    incoming: Mapping[str, Any], rule: str, acting: Actor, now: dt.datetime,
+) -> dict[str, Any]:  # fmt: skip
+    """Stage a rule's change of ``record`` (values as stored) with its audit entry naming the
+    rule; the record with it (``record`` itself when it changes nothing). Written with the
+    event's other staged changes (:func:`write_pending`); later rules' conditions see it at once."""
+    if entity.guarded_fields:
+        records.checker.check_readonly_if(conn, entity, record, incoming, acting, now)
+    after = {**record, **incoming}
+    computed = entity.computed_names
+    if computed:
+        records.checker.compute(conn, entity, after, acting, now)
+        names = [f.name for f in entity.fields if (f.name in incoming or f.name in computed) and after.get(f.name) != record.get(f.name)]
+    elif len(incoming) == 1:  # the common action: one field (a tag list, a set, an assignee)
+        names = [name for name in incoming if after[name] != record.get(name)]
+    else:  # in the entity's order, as the trail lists fields
+        names = [f.name for f in entity.fields if f.name in incoming and after[f.name] != record.get(f.name)]
+    if not names:
+        return record
+    changes = records.audit_changes(conn, entity, record, after, names)
+    pending.entries.append(
+        audit.entry(app=records.app.name, entity=entity.name, record_id=record["id"], action="update", actor=acting, at=now, changes=changes)
+    )
+    pending.stage(record, rule, names)
+    return after
 
 
 # -- the scope an action runs in ---------------------------------------------------------------
@@ -376,27 +464,10 @@ class Scope:
         """:meth:`change` with values already as they are stored (a tag action's new list, made
         of the record's own tags and tags it checked): not parsed again while changes are staged
         (written at once, they go through the update's own parsing and checks)."""
-        records = self.records
         if self.pending is None:
-            records.update_in(self.conn, self.entity, self.record["id"], incoming, None, self.actor, self.now)
+            self.records.update_in(self.conn, self.entity, self.record["id"], incoming, None, self.actor, self.now)
             return True
-        entity, record = self.entity, self.record
-        if entity.guarded_fields:
-            records.checker.check_readonly_if(self.conn, entity, record, incoming, self.actor, self.now)
-        after = {**record, **incoming}
-        computed = entity.computed_names
-        if computed:
-            records.checker.compute(self.conn, entity, after, self.actor, self.now)
-            names = [f.name for f in entity.fields if (f.name in incoming or f.name in computed) and after.get(f.name) != record.get(f.name)]
-        elif len(incoming) == 1:  # the common action: one field (a tag list, a set, an assignee)
-            names = [name for name in incoming if after[name] != record.get(name)]
-        else:  # in the entity's order, as the trail lists fields
-            names = [f.name for f in entity.fields if f.name in incoming and after[f.name] != record.get(f.name)]
-        if not names:
-            return False
-        self.audit("update", records.audit_changes(self.conn, self.entity, self.record, after, names))
-        self.pending.stage(self.record, self.rule.name, names)
-        self.record = after
+        self.record = stage_change(self.records, self.conn, self.entity, self.pending, self.record, incoming, self.rule.name, self.actor, self.now)
         return False
 
     def audit(self, action: str, changes: Mapping[str, Any], comment: str | None = None) -> None:
@@ -485,30 +556,30 @@ def _is_literal(f: Field, raw: str) -> bool:
 
 def action_set(scope: Scope, args: Mapping[str, Any]) -> bool:
     if scope.pending is not None:
-        literal = _literal_values(scope, args)
+        literal = _literal_values(scope.records, scope.conn, scope.entity, args, scope.actor)
         if literal is not None:
             return scope.change_parsed(literal)
     return scope.change(scope.values(scope.entity, args))
 
 
-def _literal_values(scope: Scope, args: Mapping[str, Any]) -> dict[str, Any] | None:
+def _literal_values(records: Records, conn: Connection, entity: Entity, args: Mapping[str, Any], actor: Actor) -> dict[str, Any] | None:
     """The values of a ``set`` whose every value is a literal (``urgency: high``), parsed once
     per app and kept: the same for every record. None when one is an expression, names a field
     whose value is looked up (users, links, files) or holds a list, or does not parse (then the
     general path reports it)."""
-    cache = _literals.setdefault(scope.records, {})
+    cache = _literals.setdefault(records, {})
     kept = cache.get(id(args))
     if kept is not None and kept[0] is args:
         return kept[1]
-    fields = [scope.entity.field(name) for name in args]
+    fields = [entity.field(name) for name in args]
     literal = all(
-        f is not None and not f.is_multi and f not in scope.entity.reference_fields and (not isinstance(raw, str) or _is_literal(f, raw))
+        f is not None and not f.is_multi and f not in entity.reference_fields and (not isinstance(raw, str) or _is_literal(f, raw))
         for f, raw in zip(fields, args.values(), strict=True)
     )  # fmt: skip
     parsed = None
     if literal:
         try:
-            parsed = scope.records.parse_input(scope.conn, scope.entity, args, scope.actor, creating=False)
+            parsed = records.parse_input(conn, entity, args, actor, creating=False)
         except RecordError:
             parsed = None
     cache[id(args)] = (args, parsed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, delete, select
@@ -180,22 +180,31 @@ def attach(conn: Connection, records: Records, entity: Entity, items: list[dict[
 # -- rule actions ------------------------------------------------------------------------------
 
 
-def _tag_list(args: Any) -> list[str]:
+def tag_list(args: Any) -> list[str]:
     """The tags an action names, as a tags field stores them (trimmed, none empty)."""
     return [tag for tag in (str(t).strip() for t in (args if isinstance(args, list) else [args])) if tag]
+
+
+def own_tags_edit(own: str, wanted: list[str], adding: bool) -> Callable[[Mapping[str, Any]], dict[str, Any] | None]:
+    """What adding (or removing) ``wanted`` does to a record's tags field ``own``: its new list,
+    None when it changes nothing."""
+
+    def edit(record: Mapping[str, Any]) -> dict[str, Any] | None:
+        current = record.get(own) or []
+        new = [*current, *(t for t in wanted if t not in current)] if adding else [t for t in current if t not in wanted]
+        return None if new == current else {own: new}
+
+    return edit
 
 
 def _tag_action(scope: Scope, args: Any, adding: bool) -> bool:
     """Tags go into the entity's tags field when it has one (a change of the record, with its
     own events), else into ``kiln_tags`` with an audit entry naming the rule."""
-    wanted = _tag_list(args)
+    wanted = tag_list(args)
     own = scope.entity.tags_field
     if own is not None:
-        current = list(scope.record.get(own) or [])
-        new = [*current, *(t for t in wanted if t not in current)] if adding else [t for t in current if t not in wanted]
-        if new == current:
-            return False
-        return scope.change_parsed({own: new})
+        incoming = own_tags_edit(own, wanted, adding)(scope.record)
+        return False if incoming is None else scope.change_parsed(incoming)
     record_id = scope.record["id"]
     before = of(scope.conn, scope.records, scope.entity, [record_id]).get(record_id, [])
     done = (add if adding else remove)(scope.conn, scope.records, scope.entity, record_id, wanted)

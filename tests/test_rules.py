@@ -292,3 +292,41 @@ def test_what_a_creations_rules_change_makes_other_fields_required_again(db_url,
     assert set(refused.value.fields) == {"title"}
     kept = records.create("request", {"kind": "a", "title": "t", "note": "n", "detail": "d"}, SYSTEM, NOW)
     assert kept["kind"] == "b"
+
+
+GUARDED_APP = """
+app: yard
+entities:
+  job:
+    fields:
+      title: {type: text}
+      locked: {type: boolean}
+      grade: {type: select, options: {a: A, b: B}, readonly_if: locked}
+      tags: {type: tags, readonly_if: locked}
+    rules:
+      - {name: regrade, on: updated, when: 'title == "regrade"', do: [{set: {grade: b}}, {add_tag: seen}]}
+      - {name: retag, on: updated, when: 'title == "retag"', do: [{add_tag: late}]}
+"""
+
+
+def test_a_rule_refused_by_readonly_if_names_itself_and_its_action_and_changes_nothing(db_url, write_definitions, open_instance):
+    """Rules made only of literal sets and tags are staged as they are (engine/rules.py:
+    stage_edits); a field's readonly_if still refuses them, naming the rule and the action."""
+    from engine.actors import SYSTEM
+
+    instance = open_instance(write_definitions({"yard/app.yaml": GUARDED_APP}), db_url)
+    records = instance.records("yard")
+    job = records.create("job", {"title": "new", "locked": True, "grade": "a"}, SYSTEM, NOW)
+    lab = Lab(instance, {})
+    trail = lab.count("kiln_audit")
+    for title, prefix, field in (("regrade", "rule 'regrade' (set): ", "grade"), ("retag", "rule 'retag' (add_tag): ", "tags")):
+        with pytest.raises(ValidationFailed) as refused:
+            records.update("job", job["id"], {"title": title}, None, SYSTEM, NOW)
+        assert refused.value.message.startswith(prefix) and set(refused.value.fields) == {field}
+    unlocked = records.update("job", job["id"], {"locked": False}, None, SYSTEM, NOW)
+    assert lab.count("kiln_audit") == trail + 1  # the refused updates wrote nothing
+    assert (unlocked["title"], unlocked["grade"], unlocked["tags"]) == ("new", "a", [])
+    done = records.update("job", job["id"], {"title": "regrade"}, None, SYSTEM, NOW)
+    assert (done["grade"], done["tags"]) == ("b", ["seen"])
+    steps = [(e["action"], e["rule"], e["changes"]) for e in records.history("job", job["id"], SYSTEM)[-2:]]
+    assert steps == [("update", "regrade", {"grade": ["a", "b"]}), ("update", "regrade", {"tags": [None, ["seen"]]})]
