@@ -369,14 +369,15 @@ def _name_rule(exc: RecordError, rule: Rule, kind: str) -> None:
 # ticket's routing and tagging rules are mostly such rules.
 
 
-def own_edits(records: Records, conn: Connection, entity: Entity, rule: Rule, actor: Actor) -> tuple[tuple[str, Edit], ...] | None:
+def own_edits(records: Records, conn: Connection, entity: Entity, rule: Rule, trigger: Actor) -> tuple[tuple[str, Edit], ...] | None:
     """(action kind, edit) for each of ``rule``'s actions when each only edits the record's own
     fields with values known in advance; None when one does more."""
     edits: list[tuple[str, Edit]] = []
     own_tags = entity.tags_field
+    acting = trigger.as_rule(rule.name)  # values parsed as the rule's actions parse them
     for action in rule.actions:
         if action.kind == "set" and isinstance(action.args, Mapping):
-            values = _literal_values(records, conn, entity, action.args, actor)
+            values = _literal_values(records, conn, entity, action.args, acting)
             if values is None:
                 return None
             edits.append((action.kind, lambda _record, values=values: values))

@@ -10,6 +10,7 @@ import pytest
 from engine import cron, rules, tags
 from engine.errors import ValidationFailed
 from engine.rules import RuleLoop
+from tests.conftest import add_user
 from tests.test_rules_support import NOW, Lab, open_lab
 
 
@@ -330,3 +331,36 @@ def test_a_rule_refused_by_readonly_if_names_itself_and_its_action_and_changes_n
     assert (done["grade"], done["tags"]) == ("b", ["seen"])
     steps = [(e["action"], e["rule"], e["changes"]) for e in records.history("job", job["id"], SYSTEM)[-2:]]
     assert steps == [("update", "regrade", {"grade": ["a", "b"]}), ("update", "regrade", {"tags": [None, ["seen"]]})]
+
+
+ROLE_APP = """
+app: works
+roles:
+  clerk: {label: 文员}
+entities:
+  job:
+    fields:
+      title: {type: text}
+      grade: {type: select, options: {a: A, b: B}}
+    permissions:
+      clerk: {create: true, read: all, update: all, readonly: [grade]}
+    rules:
+      - {name: grade-b, on: created, when: 'title == "big"', do: [{set: {grade: b}}]}
+"""
+
+
+def test_a_rule_sets_a_field_the_role_of_the_user_who_fired_it_may_not(db_url, write_definitions, open_instance):
+    """A rule acts as the system, whoever fired it: a clerk's creation gets the grade its rule
+    sets, though the clerk may not set it (and is refused when trying)."""
+    from engine.actors import Actor
+
+    instance = open_instance(write_definitions({"works/app.yaml": ROLE_APP}), db_url)
+    records = instance.records("works")
+    clerk = Actor(add_user(instance, "li", "works", ["clerk"]), "li", frozenset({"clerk"}))
+    with pytest.raises(ValidationFailed) as refused:
+        records.create("job", {"title": "small", "grade": "a"}, clerk, NOW)
+    assert set(refused.value.fields) == {"grade"}
+    job = records.create("job", {"title": "big"}, clerk, NOW)
+    assert job["grade"] == "b"
+    steps = [(e["action"], e["actor"], e["rule"], e["changes"]) for e in records.history("job", job["id"], clerk)]
+    assert steps[1:] == [("update", "system", "grade-b", {"grade": [None, "b"]})]
