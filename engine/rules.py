@@ -11,7 +11,8 @@ records' rules in turn; a chain deeper than :data:`MAX_DEPTH` is refused with :c
 
 Actions live beside the things they touch: ``assign`` in :mod:`engine.assignment`, tags and marks
 in :mod:`engine.tags`, ``notify``/``webhook`` in :mod:`engine.outbox`; ``set``, ``create``,
-``update`` and ``transition`` (plain record changes) are here.
+``update`` and ``transition`` (plain record changes) are here. What one event's rules change in
+their record is held in memory until it is written (:mod:`engine.staging`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from engine import assignment, audit, outbox, tags
+from engine import assignment, audit, outbox, staging, tags
 from engine.actors import SYSTEM, Actor
 from engine.cron import cron_matches, cron_sets
 from engine.errors import Conflict, DefinitionError, RecordError, ValidationFailed
@@ -70,7 +71,6 @@ class Change:
 
 # -- plans: which rules listen to what, worked out once per app --------------------------------
 
-Edit = Callable[[Mapping[str, Any]], dict[str, Any] | None]  # a record -> the values an action gives it; None: no change
 _UNKNOWN: Any = object()
 
 
@@ -79,9 +79,10 @@ class EntityPlan:
     rules: tuple[tuple[Rule, str, Compiled | None], ...]  # (rule, its normalised event, its when), in the order written
     events: frozenset[str]
     watched: tuple[str, ...]  # the fields some field_set(F) watches
-    # A rule's actions as edits of its record's own fields (:func:`own_edits`), by id of the rule
-    # (kept alive by ``rules``); None for a rule with another action. Worked out at its first run.
-    edits: dict[int, tuple[tuple[str, Edit], ...] | None] = field(default_factory=dict)
+    # A rule's actions as edits of its record's own fields (engine.staging.own_edits), by id of
+    # the rule (kept alive by ``rules``); None for a rule with another action. Worked out at its
+    # first run.
+    edits: dict[int, tuple[tuple[str, staging.Edit], ...] | None] = field(default_factory=dict)
     _listening: dict[frozenset[str], tuple[tuple[Rule, Compiled | None], ...]] = field(default_factory=dict)
 
     def listening(self, events: set[str]) -> tuple[tuple[Rule, Compiled | None], ...]:
@@ -99,8 +100,6 @@ _plans: weakref.WeakKeyDictionary[Records, dict[str, EntityPlan | None]] = weakr
 _chain: ContextVar[tuple[str, ...]] = ContextVar("kiln_rule_chain", default=())
 # Action values compiled per app: (rule's entity, entity, source, this) -> Compiled or None.
 _values: weakref.WeakKeyDictionary[Records, dict[tuple[str, str, str, str | None], Compiled | None]] = weakref.WeakKeyDictionary()
-# The parsed values of ``set`` actions whose values are all literals, per app: id(args) -> (args, values).
-_literals: weakref.WeakKeyDictionary[Records, dict[int, tuple[Mapping[str, Any], dict[str, Any] | None]]] = weakref.WeakKeyDictionary()
 
 
 def plan(records: Records, entity: Entity) -> EntityPlan | None:
@@ -181,7 +180,7 @@ def create(records: Records, conn: Connection, change: Change, created: dict[str
     events = events_of(change, entity_plan.watched) & entity_plan.events if entity_plan is not None else set()
     if not events:
         return records.insert(conn, change.entity, change.after, [created], change.actor, change.now)
-    pending = Pending(entries=[created], unsaved=True)
+    pending = staging.Pending(entries=[created], unsaved=True)
     return fire(records, conn, change.entity, change.after, None, events, change.actor, change.now, None, pending)
 
 
@@ -200,7 +199,7 @@ def run_event(
 
 def fire(
     records: Records, conn: Connection, entity: Entity, record: dict[str, Any], before: dict[str, Any] | None,
-    events: set[str], actor: Actor, now: dt.datetime, key: str | None, pending: Pending | None = None,
+    events: set[str], actor: Actor, now: dt.datetime, key: str | None, pending: staging.Pending | None = None,
 ) -> dict[str, Any] | None:  # fmt: skip
     """Run, in order, the rules listening to one of ``events`` whose condition holds; the record
     as they left it (reloaded after every action that wrote it, staged changes written) when one
@@ -210,7 +209,7 @@ def fire(
     assert entity_plan is not None
     chain = _chain.get()
     current, acted = record, False
-    pending = pending or Pending()
+    pending = pending or staging.Pending()
     storing = pending.unsaved
     ctx, ctx_unsaved = None, False  # the conditions' context, made again once the record is stored
     scope: Scope | None = None  # one for the event's rules, handed on from rule to rule
@@ -226,9 +225,9 @@ def fire(
             raise RuleLoop(f"rules keep firing each other ({names}); stopped after {MAX_DEPTH} steps and changed nothing")
         edits = entity_plan.edits.get(id(rule), _UNKNOWN)
         if edits is _UNKNOWN:
-            edits = entity_plan.edits[id(rule)] = own_edits(records, conn, entity, rule, actor)
+            edits = entity_plan.edits[id(rule)] = staging.own_edits(records, conn, entity, rule, actor)
         if edits is not None:  # nothing to dispatch, nothing that fires rules in turn
-            current, acted = stage_edits(records, conn, entity, pending, current, rule, edits, actor, now), True
+            current, acted = staging.stage_edits(records, conn, entity, pending, current, rule, edits, actor, now), True
         else:
             rule_key = None if key is None else f"{key}/rule:{rule.name}"
             if scope is None:
@@ -246,27 +245,8 @@ def fire(
     return current if acted or storing else None
 
 
-@dataclass
-class Pending:
-    """The changes the rules of one event made to their record in memory, not yet written: the
-    record as it was before the first of them, the rules that made them and the fields they set."""
-
-    before: dict[str, Any] | None = None
-    rules: list[str] = field(default_factory=list)
-    entries: list[dict[str, Any]] = field(default_factory=list)  # the rules' audit entries, in order
-    unsaved: bool = False  # the record is being created and is not stored yet (rules.create)
-    fields: set[str] = field(default_factory=set)  # the fields the staged changes set
-
-    def stage(self, record: dict[str, Any], rule: str, names: list[str]) -> None:
-        if self.before is None:
-            self.before = record
-        if rule not in self.rules:
-            self.rules.append(rule)
-        self.fields.update(names)
-
-
 def write_pending(
-    records: Records, conn: Connection, entity: Entity, pending: Pending, record: dict[str, Any], trigger: Actor,
+    records: Records, conn: Connection, entity: Entity, pending: staging.Pending, record: dict[str, Any], trigger: Actor,
     now: dt.datetime,
 ) -> dict[str, Any]:  # fmt: skip
     """Write the staged changes as one update (whose events fire the rules again, one level
@@ -304,7 +284,7 @@ def _staged_by(names: list[str]) -> Iterator[None]:
 
 
 def store(
-    records: Records, conn: Connection, entity: Entity, pending: Pending, record: dict[str, Any], trigger: Actor,
+    records: Records, conn: Connection, entity: Entity, pending: staging.Pending, record: dict[str, Any], trigger: Actor,
     now: dt.datetime,
 ) -> dict[str, Any]:  # fmt: skip
     """Store the record being created as the rules of its creation left it, with their audit
@@ -348,89 +328,11 @@ def run_actions(scope: Scope) -> dict[str, Any]:
         except RuleLoop:
             raise
         except RecordError as exc:
-            _name_rule(exc, scope.rule, action.kind)
+            staging.name_failure(exc, scope.rule, action.kind)
             raise
         if changed:  # reload: the change may have fired further rules that changed it again
             scope.record = scope.records.load(scope.conn, scope.entity, scope.record["id"]) or scope.record
     return scope.record
-
-
-def _name_rule(exc: RecordError, rule: Rule, kind: str) -> None:
-    """Say in ``exc`` which rule's action failed, so the definition can be fixed."""
-    exc.message = f"rule '{rule.name}' ({kind}): {exc.message}"
-    exc.args = (exc.message,)
-
-
-# -- actions that only edit their record's own fields ------------------------------------------
-# A ``set`` of literal values, and a tag action where the entity has a tags field, change nothing
-# but their record's fields, with values known once the app is loaded. While an event's rules run,
-# a rule made only of such actions stages its changes as they are: no Scope, no dispatch, no step
-# in the chain of rules (nothing it does fires rules before its changes are written). A new
-# ticket's routing and tagging rules are mostly such rules.
-
-
-def own_edits(records: Records, conn: Connection, entity: Entity, rule: Rule, trigger: Actor) -> tuple[tuple[str, Edit], ...] | None:
-    """(action kind, edit) for each of ``rule``'s actions when each only edits the record's own
-    fields with values known in advance; None when one does more."""
-    edits: list[tuple[str, Edit]] = []
-    own_tags = entity.tags_field
-    acting = trigger.as_rule(rule.name)  # values parsed as the rule's actions parse them
-    for action in rule.actions:
-        if action.kind == "set" and isinstance(action.args, Mapping):
-            values = _literal_values(records, conn, entity, action.args, acting)
-            if values is None:
-                return None
-            edits.append((action.kind, lambda _record, values=values: values))
-        elif action.kind in tags.TAG_ACTIONS and own_tags is not None:
-            edits.append((action.kind, tags.own_tags_edit(own_tags, tags.tag_list(action.args), adding=action.kind == "add_tag")))
-        else:
-            return None
-    return tuple(edits)
-
-
-def stage_edits(
-    records: Records, conn: Connection, entity: Entity, pending: Pending, record: dict[str, Any], rule: Rule,
-    edits: tuple[tuple[str, Edit], ...], trigger: Actor, now: dt.datetime,
-) -> dict[str, Any]:  # fmt: skip
-    """Stage ``rule``'s edits of ``record`` in order, as its actions would; the record after them."""
-    acting = trigger.as_rule(rule.name)
-    for kind, edit in edits:
-        incoming = edit(record)
-        if incoming is not None:
-            try:
-                record = stage_change(records, conn, entity, pending, record, incoming, rule.name, acting, now)
-            except RecordError as exc:
-                _name_rule(exc, rule, kind)
-                raise
-    return record
-
-
-def stage_change(
-    records: Records, conn: Connection, entity: Entity, pending: Pending, record: dict[str, Any],
-    incoming: Mapping[str, Any], rule: str, acting: Actor, now: dt.datetime,
-) -> dict[str, Any]:  # fmt: skip
-    """Stage a rule's change of ``record`` (values as stored) with its audit entry naming the
-    rule; the record with it (``record`` itself when it changes nothing). Written with the
-    event's other staged changes (:func:`write_pending`); later rules' conditions see it at once."""
-    if entity.guarded_fields:
-        records.checker.check_readonly_if(conn, entity, record, incoming, acting, now)
-    after = {**record, **incoming}
-    computed = entity.computed_names
-    if computed:
-        records.checker.compute(conn, entity, after, acting, now)
-        names = [f.name for f in entity.fields if (f.name in incoming or f.name in computed) and after.get(f.name) != record.get(f.name)]
-    elif len(incoming) == 1:  # the common action: one field (a tag list, a set, an assignee)
-        names = [name for name in incoming if after[name] != record.get(name)]
-    else:  # in the entity's order, as the trail lists fields
-        names = [f.name for f in entity.fields if f.name in incoming and after[f.name] != record.get(f.name)]
-    if not names:
-        return record
-    changes = records.audit_changes(conn, entity, record, after, names)
-    pending.entries.append(
-        audit.entry(app=records.app.name, entity=entity.name, record_id=record["id"], action="update", actor=acting, at=now, changes=changes)
-    )
-    pending.stage(record, rule, names)
-    return after
 
 
 # -- the scope an action runs in ---------------------------------------------------------------
@@ -450,7 +352,7 @@ class Scope:
     rule: Rule
     key: str | None  # the event key of the outbox (None: made from the record once it is stored)
     index: int = 0  # the action being run
-    pending: Pending | None = None  # changes of the record staged by this event's rules
+    pending: staging.Pending | None = None  # changes of the record staged by this event's rules
 
     def change(self, values: Mapping[str, Any]) -> bool:
         """Change the rule's own record; True when the caller must reload it. While an event's
@@ -468,21 +370,17 @@ class Scope:
         if self.pending is None:
             self.records.update_in(self.conn, self.entity, self.record["id"], incoming, None, self.actor, self.now)
             return True
-        self.record = stage_change(self.records, self.conn, self.entity, self.pending, self.record, incoming, self.rule.name, self.actor, self.now)
+        self.record = staging.stage_change(self.records, self.conn, self.entity, self.pending, self.record, incoming, self.rule.name, self.actor, self.now)
         return False
 
     def audit(self, action: str, changes: Mapping[str, Any], comment: str | None = None) -> None:
         """An audit entry of the rule's record naming the rule. While an event's rules run it is
         held with their staged changes and written with them, in order, by one statement."""
-        records = self.records
-        entry = audit.entry(
-            app=records.app.name, entity=self.entity.name, record_id=self.record["id"], action=action, actor=self.actor,
-            at=self.now, changes=changes, comment=comment,
-        )  # fmt: skip
+        entry = staging.rule_entry(self.records, self.entity, self.record, action, self.actor, self.now, changes, comment)
         if self.pending is not None:
             self.pending.entries.append(entry)
         else:
-            audit.write(self.conn, records.schema.system["kiln_audit"], [entry])
+            audit.write(self.conn, self.records.schema.system["kiln_audit"], [entry])
 
     @property
     def actor(self) -> Actor:
@@ -514,7 +412,7 @@ class Scope:
     def value(self, f: Field | None, raw: Any, entity: Entity | None = None, this: Entity | None = None,
               ctx: Callable[[], EvalContext] | None = None) -> Any:  # fmt: skip
         """An action's value for field ``f``: a literal, or an expression's value."""
-        if not isinstance(raw, str) or (f is not None and _is_literal(f, raw)):
+        if not isinstance(raw, str) or (f is not None and staging.is_literal(f, raw)):
             return raw
         compiled = self.compiled(raw, entity, this)
         if compiled is None:
@@ -539,52 +437,15 @@ def _compile(records: Records, source: str, entity: Entity, this: Entity | None,
         return None
 
 
-def _is_literal(f: Field, raw: str) -> bool:
-    """Values that would also parse as expressions but mean themselves: option keys, dates."""
-    if f.type in ("select", "multiselect"):
-        return raw in f.option_keys
-    if f.type in ("date", "datetime", "time"):
-        try:
-            dt.datetime.fromisoformat(raw) if f.type != "time" else dt.time.fromisoformat(raw)
-        except ValueError:
-            return False
-        return True
-    return False
-
-
 # -- record actions ----------------------------------------------------------------------------
 
 
 def action_set(scope: Scope, args: Mapping[str, Any]) -> bool:
     if scope.pending is not None:
-        literal = _literal_values(scope.records, scope.conn, scope.entity, args, scope.actor)
+        literal = staging.literal_values(scope.records, scope.conn, scope.entity, args, scope.actor)
         if literal is not None:
             return scope.change_parsed(literal)
     return scope.change(scope.values(scope.entity, args))
-
-
-def _literal_values(records: Records, conn: Connection, entity: Entity, args: Mapping[str, Any], actor: Actor) -> dict[str, Any] | None:
-    """The values of a ``set`` whose every value is a literal (``urgency: high``), parsed once
-    per app and kept: the same for every record. None when one is an expression, names a field
-    whose value is looked up (users, links, files) or holds a list, or does not parse (then the
-    general path reports it)."""
-    cache = _literals.setdefault(records, {})
-    kept = cache.get(id(args))
-    if kept is not None and kept[0] is args:
-        return kept[1]
-    fields = [entity.field(name) for name in args]
-    literal = all(
-        f is not None and not f.is_multi and f not in entity.reference_fields and (not isinstance(raw, str) or _is_literal(f, raw))
-        for f, raw in zip(fields, args.values(), strict=True)
-    )  # fmt: skip
-    parsed = None
-    if literal:
-        try:
-            parsed = records.parse_input(conn, entity, args, actor, creating=False)
-        except RecordError:
-            parsed = None
-    cache[id(args)] = (args, parsed)
-    return parsed
 
 
 def action_transition(scope: Scope, name: str) -> bool:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, bindparam, delete, insert, select, text, update
 
-from engine import audit, deferred, rules
+from engine import audit, deferred, rules, staging
 from engine.actors import SYSTEM, Actor
 from engine.calendars import BusinessCalendar, calendar_for
 from engine.db import Prepared
@@ -617,7 +617,7 @@ def _escalate(
     if not level.rule.actions:
         return record
     key = f"{records.app.name}/{entity.name}/{record['id']}/sla:{clock['name']}@{to_json(clock['started_at'])}/level:{level.number}"
-    pending = rules.Pending()  # as for a rule: the level's changes of the record are written as one update
+    pending = staging.Pending()  # as for a rule: the level's changes of the record are written as one update
     record = rules.run_actions(
         Scope(records, conn, entity, record, None, SYSTEM, now, level.rule, key, pending=pending)
     )

@@ -311,7 +311,7 @@ entities:
 
 
 def test_a_rule_refused_by_readonly_if_names_itself_and_its_action_and_changes_nothing(db_url, write_definitions, open_instance):
-    """Rules made only of literal sets and tags are staged as they are (engine/rules.py:
+    """Rules made only of literal sets and tags are staged as they are (engine/staging.py:
     stage_edits); a field's readonly_if still refuses them, naming the rule and the action."""
     from engine.actors import SYSTEM
 
