@@ -182,7 +182,8 @@ def run(options: dict) -> list[Result]:
         url = f"sqlite:///{copy}"
         without, with_rules, data_only = [], [], []
         for _ in range(rounds):
-            for definitions, given, rates in ((plain, None, without), (ruled, None, with_rules), (plain, RULES_GIVE, data_only)):
+            kinds = ((plain, None, without), (ruled, None, with_rules), (plain, RULES_GIVE, data_only))
+            for definitions, given, rates in kinds:
                 fresh_copy(source, copy)
                 rates.append(measure(definitions, url, count, given))
         copies = {"plain": copy, "ruled": tmp / "rules-cpu.db"}
@@ -198,15 +199,16 @@ def run(options: dict) -> list[Result]:
     # this machine's drift less than the share of the two medians does.
     paired = statistics.median(r / b * 100 for r, b in zip(with_rules, without, strict=True) if b)
     label = f"{rows:,} records, sqlite, median of {rounds}"
-    spread = f"runs {', '.join(f'{r:,.0f}' for r in without)} / {', '.join(f'{r:,.0f}' for r in with_rules)}"
+    runs = {kind: ", ".join(f"{r:,.0f}" for r in rates) for kind, rates in (("plain", without), ("ruled", with_rules), ("data", data_only))}
+    spread = f"runs {runs['plain']} / {runs['ruled']}"
     results = [
         Result(f"rules: creates/s, no rules, {label}", base, "creates/s"),
         Result(f"rules: creates/s, 20 rules, {label}", ruled_rate, "creates/s", note=spread),
         Result("rules: throughput kept with 20 rules", share, "%", ">= 70%", note=f"median of the rounds' own shares {paired:.1f}%"),
         Result(
             "rules: kept with the rules' values as input, no rules", data_rate / base * 100 if base else 0.0, "%",
-            note=f"{data_rate:,.0f} creates/s: the data the rules write, without the rules",
-        ),
+            note=f"{data_rate:,.0f} creates/s, runs {runs['data']}: the data the rules write, without the rules",
+        ),  # fmt: skip
         Result("rules: CPU per create in one process, in turns, no rules", cpu["plain"], "ms", note=f"median of {turns} turns"),
         Result("rules: CPU per create in one process, in turns, 20 rules", cpu["ruled"], "ms", note=f"median of {turns} turns"),
         Result("rules: kept with 20 rules, by CPU per create", cpu["plain"] / cpu["ruled"] * 100, "%"),

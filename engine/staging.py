@@ -94,8 +94,9 @@ def stage_change(
     incoming: Mapping[str, Any], rule: str, acting: Actor, now: dt.datetime,
 ) -> dict[str, Any]:  # fmt: skip
     """Stage a rule's change of ``record`` (values as stored) with its audit entry naming the
-    rule; the record with it (``record`` itself when it changes nothing). Written with the
-    event's other staged changes (:func:`engine.rules.write_pending`); later rules' conditions see it at once."""
+    rule; the record with it (``record`` itself when it changes nothing). Written with the event's
+    other staged changes (:func:`engine.rules.write_pending`); later rules' conditions see it at
+    once."""
     if entity.guarded_fields:
         records.checker.check_readonly_if(conn, entity, record, incoming, acting, now)
     after = {**record, **incoming}

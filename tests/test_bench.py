@@ -56,3 +56,30 @@ def test_rules_benchmark_runs(tmp_path):
     postgresql = ["creates/s", "creates/s", "%"] if pg else []
     assert [r.unit for r in results] == ["creates/s", "creates/s", "%", "%", "ms", "ms", "%", *postgresql]
     assert all(r.value > 0 for r in results)
+
+
+def test_the_rules_benchmark_data_kind_gives_what_the_rules_give(tmp_path):
+    """The third kind of the rules benchmark stands for the rules' data: a ticket created with
+    RULES_GIVE in its input and no rules stores what the 20 rules give one created without it."""
+    from decimal import Decimal
+
+    from benchmarks import rules
+    from benchmarks.common import TICKET_APP, write_app
+    from engine import migrations
+    from engine.actors import SYSTEM
+    from engine.instance import Instance
+
+    made = {}
+    for kind, app, given in (("ruled", rules.rules_app(), {}), ("given", TICKET_APP, rules.RULES_GIVE)):
+        instance = Instance.open(write_app(tmp_path / kind, app), f"sqlite:///{tmp_path / kind}.db", env={})
+        try:
+            migrations.apply(instance.engine, instance.compiled)
+            records = instance.records("bench")
+            device = records.create("device", {"code": "D0001", "name": "设备1"}, SYSTEM)
+            made[kind] = records.create("ticket", {**rules.VALUES, "device": device["id"], **given}, SYSTEM)
+        finally:
+            instance.close()
+    for ticket in made.values():
+        assert (sorted(ticket["tags"]), ticket["urgency"], Decimal(ticket["packet_loss"])) == (
+            sorted(rules.RULES_GIVE["tags"]), "high", Decimal(rules.RULES_GIVE["packet_loss"])
+        )
