@@ -255,13 +255,19 @@ def _find(entity: Entity, name: str) -> Approval | None:
 
 def _guards(records: Records, conn: Connection, entity: Entity, t: Transition, record: Mapping[str, Any], actor: Actor,
             now: dt.datetime) -> list[tuple[Approval, Row | None]]:  # fmt: skip
-    """The approvals guarding ``t`` whose ``when`` holds on ``record``, each with this visit's step."""
+    """The approvals guarding ``t``, each with this visit's step: those whose ``when`` holds on
+    ``record``, and those with a step opened in this visit whatever ``when`` says now. A step
+    answers the request as it was made: lowering the cost under the threshold while it waits
+    does not let ``t`` past it; the approvers decide, or the record leaves the state."""
     change = Change(entity, None, dict(record), actor, now)
-    return [
-        (a, _visit_step(records, conn, entity, record, a.name))
-        for a in (entity.workflow.approvals if entity.workflow else ())
-        if a.before == t.name and _holds(records, conn, entity, a.when, record, change)
-    ]
+    guards = []
+    for a in entity.workflow.approvals if entity.workflow else ():
+        if a.before != t.name:
+            continue
+        step = _visit_step(records, conn, entity, record, a.name)
+        if (step is not None and step.status != "approved") or _holds(records, conn, entity, a.when, record, change):
+            guards.append((a, step))
+    return guards
 
 
 def _visit_step(records: Records, conn: Connection, entity: Entity, record: Mapping[str, Any], name: str) -> Row | None:

@@ -139,6 +139,21 @@ async def test_a_cost_raised_after_dispatch_still_needs_approval(flow: Flow):
         assert flow.row(t["id"]) == before and flow.count("kiln_approvals", record_id=t["id"], status="pending") == 1
 
 
+async def test_a_cost_lowered_while_the_step_waits_does_not_get_past_it(flow: Flow):
+    async with flow.client() as c:
+        t = await flow.create(c, "dan", est_cost=8000)
+        t = await flow.step(c, "dan", t, "dispatch", assignee="tom")
+        r = await c.patch(f"/api/v1/svc/ticket/{t['id']}", json={"est_cost": 100}, headers=flow.auth("dan", t["version"]))
+        assert r.status_code == 200, r.text
+        t = r.json()
+        before, entries = flow.row(t["id"]), len(flow.history(t["id"]))
+        blocked = await flow.move(c, "tom", t, "accept")
+        assert blocked.status_code == 409 and "waiting for approval director_approval" in error_of(blocked)["message"]
+        assert flow.row(t["id"]) == before and len(flow.history(t["id"])) == entries
+        assert (await decide(flow, c, "sue", t["id"], "director_approval", "approve")).status_code == 200
+        assert (await flow.step(c, "tom", t, "accept"))["state"] == "in_progress"
+
+
 async def test_cc_lets_a_supervisor_read_and_queues_a_notification(flow: Flow):
     async with flow.client() as c:
         normal = await flow.create(c, "dan")
