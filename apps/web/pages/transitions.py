@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from apps.web.pages.context import PageContext, entity_context, form_of, is_htmx, page, record_of, render
-from apps.web.pages.fields import Raw, form_value, input_values, read_form, title
+from apps.web.pages.fields import Raw, file_rows, form_value, input_values, read_form, title
 from apps.web.pages.lists import field_view
 from apps.web.pages.states import look
 from engine import exports, workflow
@@ -64,8 +64,9 @@ def dialog_context(
     wanted = [f for name in t.requires if (f := ctx.entity.field(name)) is not None and (item is None or name in item)]
     links = [{f.name: int(v)} for f in wanted if f.type == "link" for v in _listed(raw.get(f.name)) if v.isdigit()]
     titles = exports.link_titles(ctx.records, ctx.entity, links, ctx.actor) if links else {}
+    files = file_rows(ctx.instance, [v for f in wanted if f.type in ("file", "image") for v in _listed(raw.get(f.name))])
     fields = [
-        field_view(ctx, f, raw=raw.get(f.name, [] if f.is_multi else ""), titles=titles, required=True,
+        field_view(ctx, f, raw=raw.get(f.name, [] if f.is_multi else ""), titles=titles, files=files, required=True,
                    error=ctx.gettext(errors[f.name]) if f.name in errors else None)
         for f in wanted
     ]  # fmt: skip
@@ -77,7 +78,7 @@ def dialog_context(
         "action": f"{ctx.base}/{record_id}/transitions/{t.name}", "record_url": f"{ctx.base}/{record_id}",
         "version": version, "fields": fields, "comment": comment, "comment_required": t.comment == "required",
         "comment_error": ctx.gettext(errors["comment"]) if "comment" in errors else None,
-        "general": general, "stale": stale,
+        "general": general, "stale": stale, "upload_field": f"{ctx.app.name}.{ctx.entity.name}",  # file fields' uploads
     }  # fmt: skip
 
 
