@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from engine import assignment, audit, outbox, rules, sla, workflow
 from engine.actors import SYSTEM, Actor
 from engine.errors import Conflict, Forbidden, NotFound, RecordError, ValidationFailed, did_you_mean
+from engine.messages import Msg, Named, Names
 from engine.model import Approval, Approvers, Entity, Expr, Transition
 from engine.rules import Change
 from engine.tables import entered_column
@@ -78,12 +79,15 @@ def check_before(records: Records, conn: Connection, entity: Entity, t: Transiti
     """Refuse ``t`` while an approval guarding it is not given."""
     for a, step in _guards(records, conn, entity, t, record, actor, now):
         if step is None:
-            raise NotRequested(a, f"{t.name} needs approval {a.name} first")
+            raise NotRequested(a, Msg("%(transition)s needs approval %(approval)s first", transition=workflow.named(t), approval=_named(a)))
         if step.status == "pending":
-            who = ", ".join(_names(records, conn, _undecided(records, conn, step.id)))
-            raise Conflict(f"{t.name} is waiting for approval {a.name} (pending with {who})", {"approval": a.name})
+            who = Names([Named(u) for u in _names(records, conn, _undecided(records, conn, step.id))])
+            message = Msg("%(transition)s is waiting for approval %(approval)s (pending with %(who)s)", transition=workflow.named(t),
+                          approval=_named(a), who=who)  # fmt: skip
+            raise Conflict(message, {"approval": a.name})
         if step.status == "rejected":
-            raise Conflict(f"approval {a.name} was rejected, so {t.name} cannot run", {"approval": a.name})
+            message = Msg("approval %(approval)s was rejected, so %(transition)s cannot run", approval=_named(a), transition=workflow.named(t))
+            raise Conflict(message, {"approval": a.name})
 
 
 def blocked_by(records: Records, conn: Connection, entity: Entity, t: Transition, record: Mapping[str, Any], actor: Actor,
@@ -442,6 +446,11 @@ def _holds(records: Records, conn: Connection, entity: Entity, expr: Expr | None
     checker = records.checker
     ctx = checker.context(conn, entity, record, change.before, change.actor, change.now)
     return bool(checker.evaluate(expr, ctx))
+
+
+def _named(a: Approval) -> Named:
+    """An approval in a message: its name for the API, its label on the pages."""
+    return Named(a.name, a.label)
 
 
 def _names(records: Records, conn: Connection, ids: list[int]) -> list[str]:

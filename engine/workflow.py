@@ -33,6 +33,7 @@ from engine.errors import (
     ValidationFailed,
     did_you_mean,
 )
+from engine.messages import Msg, Named, Names
 from engine.model import Entity, Label, Transition, Workflow
 from engine.rules import Change
 from engine.values import is_empty
@@ -80,7 +81,9 @@ def transition(
         # The guard of an approval holds but no step was opened (the record changed while it sat
         # in the state): open one now, in its own transaction, so the approvers can act on it.
         who = approvals.request(records, entity, record_id, exc.approval, now)
-        raise Conflict(f"{name} needs approval {exc.approval.name} first; it is now waiting for {who}", {"approval": exc.approval.name}) from None
+        message = Msg("%(transition)s needs approval %(approval)s first; it is now waiting for %(who)s",
+                      transition=named(_find(entity, _workflow(entity), name)), approval=Named(exc.approval.name, exc.approval.label), who=who)
+        raise Conflict(message, {"approval": exc.approval.name}) from None
 
 
 def transition_in(
@@ -107,19 +110,25 @@ def transition_in(
     if refusal is not None:
         raise refusal
     if t.comment == "required" and (not isinstance(comment, str) or not comment.strip()):
-        raise ValidationFailed(f"a comment is required to {t.name}", {"comment": "required"})
+        raise ValidationFailed(Msg("a comment is required to %(transition)s", transition=named(t)), {"comment": Msg("required")})
     parsed = records.parse_input(conn, entity, values, actor, creating=False)
     extra = sorted(set(parsed) - set(t.requires))
     if extra and not actor.is_system and not records.query.may_update(conn, entity, actor, before["id"]):
         # The transition's own fields come with it; anything else needs the right to update.
-        raise Forbidden(f"{t.name} sets only {', '.join(t.requires) or 'no fields'}; you may not change {', '.join(extra)}",
-                        {f: "you may not change this field" for f in extra})  # fmt: skip
+        message = (
+            Msg("%(transition)s sets only %(fields)s; you may not change %(extra)s", transition=named(t), fields=fields_named(entity, t.requires),
+                extra=fields_named(entity, extra))
+            if t.requires else Msg("%(transition)s sets no fields; you may not change %(extra)s", transition=named(t), extra=fields_named(entity, extra))
+        )  # fmt: skip
+        raise Forbidden(message, {f: Msg("you may not change this field") for f in extra})
     record = {**before, **parsed}
     missing = [f for f in t.requires if is_empty(record.get(f))]
     if missing:
-        raise ValidationFailed(f"{t.name} needs: {', '.join(missing)}", {f: f"required to {t.name}" for f in missing})
+        raise ValidationFailed(Msg("%(transition)s needs: %(fields)s", transition=named(t), fields=fields_named(entity, missing)),
+                               {f: Msg("required to %(transition)s", transition=named(t)) for f in missing})  # fmt: skip
     if t.when is not None and not _holds(records, conn, entity, t.when, record, before, actor, now):
-        raise Conflict(f"cannot {t.name}: the condition `{t.when.source}` does not hold", {"when": t.when.source})
+        raise Conflict(Msg("cannot %(transition)s: the condition `%(condition)s` does not hold", transition=named(t), condition=t.when.source),
+                       {"when": t.when.source})  # fmt: skip
     approvals.check_before(records, conn, entity, t, record, actor, now)
     after = records.update_in(
         conn, entity, before["id"], values, version, actor, now, comment, move_to=t.to, transition=t.name, authorized=True
@@ -145,7 +154,7 @@ def available(records: Records, entity_name: str, record_id: int, actor: Actor, 
                 continue
             blocked = approvals.blocked_by(records, conn, entity, t, record, actor, now)
             if blocked is None and t.when is not None and not _holds(records, conn, entity, t.when, record, None, actor, now):
-                blocked = f"the condition `{t.when.source}` does not hold"
+                blocked = Msg("the condition `%(condition)s` does not hold", condition=t.when.source)
             out.append(Available(t.name, t.label, t.to, t.requires, t.comment, blocked))
         return out
 
@@ -185,12 +194,13 @@ def _from_refusal(workflow: Workflow, t: Transition, record: Mapping[str, Any], 
     if t.applies_from(state):
         return None
 
-    def label(name: str) -> str:
+    def label(name: str) -> Named:  # the API reads the state's label in the actor's language
         found = workflow.state(name)
-        return found.label.get(locale) if found else name
+        return Named(found.label.get(locale), found.label) if found else Named(name)
 
-    possible = ", ".join(label(s) for s in t.sources)
-    return Conflict(f"cannot {t.name} from {label(state)}; possible from: {possible}", {"state": state})
+    possible = Names([label(s) for s in t.sources])
+    return Conflict(Msg("cannot %(transition)s from %(state)s; possible from: %(states)s", transition=named(t), state=label(state), states=possible),
+                    {"state": state})  # fmt: skip
 
 
 def _actor_refusal(
@@ -202,14 +212,22 @@ def _actor_refusal(
         return None
     if t.roles:
         if not (actor.is_admin or set(t.roles) & actor.roles):
-            return Forbidden(f"only {', '.join(t.roles)} may {t.name}; you have {', '.join(sorted(actor.roles)) or 'no role'} here")
+            roles = {r.name: r.label for r in records.app.roles}
+            allowed = Names([Named(r, roles.get(r)) for r in t.roles])
+            if not actor.roles:
+                return Forbidden(Msg("only %(roles)s may %(transition)s; you have no role here", roles=allowed, transition=named(t)))
+            yours = Names([Named(r, roles.get(r)) for r in sorted(actor.roles)])
+            return Forbidden(Msg("only %(roles)s may %(transition)s; you have %(yours)s here", roles=allowed, transition=named(t), yours=yours))
     elif not records.query.may_update(conn, entity, actor, record["id"]):
-        return Forbidden(f"you may not change {entity.name} {record['id']}, so you may not {t.name} it")
+        return Forbidden(Msg("you may not change %(entity)s %(id)s, so you may not %(transition)s it", entity=Named(entity.name, entity.label),
+                             id=record["id"], transition=named(t)))  # fmt: skip
     if t.only is not None:
         value = record.get(t.only)
         if actor.id is None or actor.id not in (value if isinstance(value, list) else [value]):
-            who = "the creator" if t.only == "created_by" else f"the {t.only}"
-            return Forbidden(f"only {who} of this {entity.name} may {t.name}", {t.only: "not you"})
+            field = entity.field(t.only)
+            who = Named("the creator", CREATOR) if t.only == "created_by" else Named(f"the {t.only}", field.label if field else None)
+            return Forbidden(Msg("only %(who)s of this %(entity)s may %(transition)s", who=who, entity=Named(entity.name, entity.label),
+                                 transition=named(t)), {t.only: Msg("not you")})  # fmt: skip
     return None
 
 
@@ -224,3 +242,16 @@ def _holds(
 def _mermaid_text(text: str) -> str:
     # Mermaid ends a label at a newline and reads ':' and ';' as syntax.
     return " ".join(text.replace(":", " ").replace(";", " ").split())
+
+
+CREATOR = Label((("zh", "创建人"), ("en", "the creator")))
+
+
+def named(t: Transition) -> Named:
+    """A transition in a message: its name for the API, its label on the pages."""
+    return Named(t.name, t.label)
+
+
+def fields_named(entity: Entity, names: Any) -> Names:
+    """Fields in a message: their names for the API, their labels on the pages."""
+    return Names([Named(n, f.label if (f := entity.field(n)) is not None else None) for n in names])

@@ -134,6 +134,12 @@ async def test_finishing_needs_the_report_and_the_dialog_uploads_it(pack: Pack):
     assert dialog.status_code == 200, dialog.text
     assert f'data-field="{APP}.ticket.report.report"' not in dialog.text
     assert f'data-field="{APP}.ticket.report"' in dialog.text and 'id="in-report"' in dialog.text and "维修完成报告" in dialog.text
+    # a refusal in the reader's language, with the definition's labels
+    empty = await page.post(url, data={"csrf_token": CSRF, "version": str(t["version"]), "report": ""}, headers={"hx-request": "true"})
+    assert empty.status_code == 422 and "完工待验收需要填写：维修完成报告" in empty.text and "完工待验收时必填" in empty.text
+    page.cookies.set("lang", "en")
+    empty = await page.post(url, data={"csrf_token": CSRF, "version": str(t["version"]), "report": ""}, headers={"hx-request": "true"})
+    assert "Finish needs: Completion report" in empty.text
     report = await pack.upload("liu_qiang")
     done = await page.post(url, data={"csrf_token": CSRF, "version": str(t["version"]), "report": report}, headers={"hx-request": "true"})
     assert done.status_code == 200 and done.headers["hx-redirect"] == f"/a/{APP}/ticket/{t['id']}"

@@ -29,7 +29,7 @@ from starlette.responses import RedirectResponse, Response
 
 from apps.web import security
 from engine import accounts
-from engine.messages import Msg
+from engine.messages import Msg, Named, Names
 from engine.model import App, Label
 
 LOCALES_DIR = Path(__file__).resolve().parents[2] / "locales"
@@ -63,11 +63,14 @@ def normalise(value: str | None) -> str | None:
 def translator(locale: str | None) -> Gettext:
     """``gettext(msgid, **params)`` for ``locale``: the translation (or the msgid), with
     ``%(name)s`` placeholders filled from ``params``."""
-    messages = catalog(normalise(locale) or DEFAULT_LOCALE)
+    shown_in = normalise(locale) or DEFAULT_LOCALE
+    messages = catalog(shown_in)
 
     def gettext(msgid: str, /, **params: Any) -> str:
         if isinstance(msgid, Msg):  # an engine message: its own msgid and parameters
             msgid, params = msgid.msgid, {**msgid.params, **params}
+            # the definition's names as their labels in the reader's language
+            params = {k: v.shown(shown_in) if isinstance(v, Named | Names) else v for k, v in params.items()}
         text = messages.get(msgid) or msgid
         return text % params if params else text
 
