@@ -459,7 +459,9 @@ def action_create(scope: Scope, args: Mapping[str, Any]) -> bool:
     target = scope.records.entity(str(args["entity"]))
     values = scope.values(target, args.get("values") or {})
     values = {k: v for k, v in values.items() if not is_empty(v)}  # an empty source leaves the default
-    scope.records.create_in(scope.conn, target, values, scope.actor, scope.now)
+    created = scope.records.create_in(scope.conn, target, values, scope.actor, scope.now)
+    # The rule's own record says what it made (S14's follow-up task), so its history leads there.
+    scope.audit(f"create:{target.name}", {"id": [None, created["id"]]})
     return False
 
 

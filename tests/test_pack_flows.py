@@ -93,6 +93,14 @@ class Pack:
         return accounts.get_user(self.instance.engine, username).id
 
 
+def pack_page(pack: Pack, user: str) -> httpx.AsyncClient:
+    """A browser's session of ``user`` on the pages, in Chinese."""
+    page = httpx.AsyncClient(transport=httpx.ASGITransport(app=pack.app), base_url="http://test")
+    page.cookies.set("lang", "zh")
+    page.cookies.set("kiln_session", session_cookie(pack.instance, {"uid": pack.user_id(user), "csrf": CSRF}))
+    return page
+
+
 @pytest.fixture
 def pack(tmp_path: Path, db_url: str, open_instance) -> Pack:
     definitions = tmp_path / "definitions"
@@ -114,6 +122,9 @@ async def test_s5_the_report_upload_finishes_the_job_and_the_owner_confirms(pack
     finish = next(h for h in pack.history(t["id"]) if h["action"] == "transition:finish")
     assert finish["actor"] == "system" and finish["rule"] == "报告上传自动待验收"
     assert [c for r, c, _ in pack.outbox(t["id"]) if r == str(pack.user_id("zhang_xiuying"))] == ["in_app"]  # 待验收通知业主
+    page = await pack_page(pack, "chen_gang").get(f"/a/{APP}/ticket/{t['id']}")
+    history = page.text.split('id="timeline"')[1]
+    assert "维修完成报告: <del>—</del> → <ins>report.pdf</ins>" in history and report not in history
     t = await pack.step("zhang_xiuying", t, "confirm")
     assert t["state"] == "closed"
 
@@ -126,9 +137,7 @@ async def test_finishing_needs_the_report_and_the_dialog_uploads_it(pack: Pack):
     assert refused.status_code == 422 and refused.json()["error"]["fields"] == {"report": "required to finish"}
     assert (await pack.get("liu_qiang", t["id"]))["state"] == "in_progress"
 
-    page = httpx.AsyncClient(transport=httpx.ASGITransport(app=pack.app), base_url="http://test")
-    page.cookies.set("lang", "zh")
-    page.cookies.set("kiln_session", session_cookie(pack.instance, {"uid": pack.user_id("liu_qiang"), "csrf": CSRF}))
+    page = pack_page(pack, "liu_qiang")
     url = f"/a/{APP}/ticket/{t['id']}/transitions/finish"
     dialog = await page.get(url, headers={"hx-request": "true"})
     assert dialog.status_code == 200, dialog.text
@@ -219,6 +228,11 @@ async def test_s14_a_devices_third_fault_of_a_kind_in_7_days_raises_a_follow_up(
     follow_ups = pack.records().list("follow_up", SYSTEM).items
     assert [(f["device"], f["ticket"], f["status"]) for f in follow_ups] == [(lift, made[2]["id"], "open")]
     assert [h["rule"] for h in pack.history(follow_ups[0]["id"], "follow_up")] == ["重复故障预警"]
+    made_by_rule = next(h for h in pack.history(made[2]["id"]) if h["action"] == "create:follow_up")
+    assert made_by_rule["rule"] == "重复故障预警" and made_by_rule["changes"] == {"id": [None, follow_ups[0]["id"]]}
+    page = await pack_page(pack, "li_jing").get(f"/a/{APP}/ticket/{made[2]['id']}")
+    assert f'创建了记录 <a href="/a/{APP}/follow_up/{follow_ups[0]["id"]}">跟进任务 #{follow_ups[0]["id"]}</a>' in page.text
+    assert "· 标记" in page.text and "发送了通知" in page.text and "notify" not in page.text.split('id="timeline"')[1]
     told = {recipient for recipient, _, subject in pack.outbox(made[2]["id"]) if subject == f"重复故障预警 {made[2]['number']}"}
     assert told == {str(pack.user_id("wang_lei"))}
     other = await pack.ticket("li_jing", "电梯门异响", category="doors_windows", device=lift)  # another kind of fault

@@ -166,7 +166,11 @@ def test_record_actions_set_mark_tag_create_update(lab: Lab):
     logs = lab.rows("lab__log")
     assert [(r["item"], r["text"], r["seen"]) for r in logs] == [(item["id"], "actions", True)]
     actions = [(e["action"], e["rule"]) for e in lab.history("item", item["id"])]
-    assert actions == [("create", None), ("update", "actions"), ("mark", "actions"), ("add_tag", "actions"), ("remove_tag", "actions")]
+    assert actions == [
+        ("create", None), ("update", "actions"), ("mark", "actions"), ("add_tag", "actions"), ("remove_tag", "actions"),
+        ("create:log", "actions"),  # what the rule created, named in its own record's history
+    ]  # fmt: skip
+    assert lab.history("item", item["id"])[-1]["changes"] == {"id": [None, logs[0]["id"]]}
     log_history = lab.records.history("log", logs[0]["id"], lab.actor())
     assert [(e["action"], e["rule"]) for e in log_history] == [("create", "actions"), ("update", "actions")]
     lab.update("item", lab.get("item", item["id"]), level="low")

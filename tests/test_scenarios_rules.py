@@ -148,7 +148,11 @@ async def test_s14_third_same_fault_of_a_device_in_7_days_warns(api: Api, clock:
     visits = await get(api, "dan", "visit_task")
     assert [(v["device"], v["note"]) for v in visits["items"]] == [(d, "安排技术拜访")]
     history = await trail(api, f"ticket/{third['id']}")
-    assert [e["rule"] for e in history[1:]] == ["重复故障预警", "重复故障预警"]  # the tag, then urgency
+    assert [(e["action"], e["rule"]) for e in history[1:]] == [
+        ("update", "重复故障预警"), ("update", "重复故障预警"),  # the tag, then urgency
+        ("create:visit_task", "重复故障预警"),  # the visit it asked for
+        ("create:rca_task", "单日多次故障停产"),  # the fourth of the day (S22): its root-cause task
+    ]
     assert visits["items"][0]["created_by"] is None  # created by the system, for the rule
     visit_history = await trail(api, f"visit_task/{visits['items'][0]['id']}")
     assert visit_history[0]["rule"] == "重复故障预警"

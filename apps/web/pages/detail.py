@@ -6,6 +6,7 @@ approval steps (:mod:`apps.web.pages.approvals`). JSON twin: ``.json`` or Accept
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -42,15 +43,28 @@ def _record(ctx: PageContext, record_id: int) -> tuple[dict[str, Any], dict[str,
     return item, stored, may_update
 
 
-def timeline(ctx: PageContext, entries: list[dict[str, Any]], titles: dict[str, dict[int, str]]) -> list[dict[str, Any]]:
-    """Audit entries as a person reads them: field labels, option labels, local times."""
+def timeline(
+    ctx: PageContext, entries: list[dict[str, Any]], titles: dict[str, dict[int, str]], files: Mapping[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Audit entries as a person reads them: field labels, option labels, file names, local
+    times, and a link to the record a rule created."""
     tz = ctx.records.timezone
     out = []
     for entry in reversed(entries):  # newest first
+        kind, _, made = entry["action"].partition(":")
+        if kind == "create" and made and (target := ctx.app.entity(made)) is not None:  # a rule's create action
+            created = (entry["changes"].get("id") or [None, None])[1]
+            link = {"href": f"/a/{ctx.app.name}/{made}/{created}", "text": f"{target.label.get(ctx.locale)} #{created}"}
+            at = dt.datetime.fromisoformat(entry["at"]).astimezone(tz).strftime("%Y-%m-%d %H:%M")
+            out.append({**entry, "at_local": at, "changes": [], "link": link if created else None,
+                        "action_label": ctx.gettext("created a record")})  # fmt: skip
+            continue
         changes = []
         for name, (before, after) in entry["changes"].items():
             f = ctx.entity.field(name)
-            if name == "state":
+            if f is not None and f.type in ("file", "image") and files:
+                label, old, new = f.label.get(ctx.locale), _file_names(before, files), _file_names(after, files)
+            elif name == "state":
                 label, old, new = ctx.gettext("State"), state_label(ctx, before), state_label(ctx, after)
             elif f is None and entry["action"].startswith("approval:") and name in ("approval", "decision"):
                 label = ctx.gettext("Approval") if name == "approval" else ctx.gettext("Decision")
@@ -62,7 +76,7 @@ def timeline(ctx: PageContext, entries: list[dict[str, Any]], titles: dict[str, 
                 old, new = display_text(f, before, ctx.locale, tz, titles), display_text(f, after, ctx.locale, tz, titles)
             changes.append({"label": label, "before": old, "after": new})
         at = dt.datetime.fromisoformat(entry["at"]).astimezone(tz).strftime("%Y-%m-%d %H:%M")
-        out.append({**entry, "at_local": at, "changes": changes, "action_label": _action_label(ctx, entry["action"])})
+        out.append({**entry, "at_local": at, "changes": changes, "link": None, "action_label": _action_label(ctx, entry["action"])})
     return out
 
 
@@ -74,7 +88,18 @@ def _action_label(ctx: PageContext, action: str) -> str:
         return t.label.get(ctx.locale)
     if kind == "approval" and w and (a := next((a for a in w.approvals if a.name == name), None)):
         return a.label.get(ctx.locale) if a.label else a.name
-    return {"create": ctx.gettext("created"), "update": ctx.gettext("changed")}.get(action, action)
+    words = {
+        "create": ctx.gettext("created"), "update": ctx.gettext("changed"), "notify": ctx.gettext("notified"),
+        "webhook": ctx.gettext("called a webhook"), "mark": ctx.gettext("flagged"), "unmark": ctx.gettext("unflagged"),
+        "add_tag": ctx.gettext("tagged"), "remove_tag": ctx.gettext("untagged"),
+    }  # fmt: skip
+    return words.get(action, action)
+
+
+def _file_names(value: Any, files: Mapping[str, dict[str, Any]]) -> str:
+    """Stored file ids as their file names (an id whose file is gone stays as it is)."""
+    ids = value if isinstance(value, list) else [] if value is None else [value]
+    return ", ".join(files[i]["filename"] if i in files else str(i) for i in ids)
 
 
 def _decision_word(ctx: PageContext, value: Any) -> str:
@@ -105,7 +130,11 @@ def detail(request: Request) -> Response:
     layout = layouts.evaluate(ctx.records, ctx.entity, stored, None, ctx.actor, ctx.locale, creating=False)
     file_fields = [f for f in ctx.entity.active_fields if f.type in ("file", "image") and f.name in item]
     file_ids = [v for f in file_fields for v in (item[f.name] if isinstance(item[f.name], list) else [item[f.name]]) if v]
-    files = file_rows(ctx.instance, file_ids)
+    # and the files the history names (a report replaced since), shown by their names
+    file_names = {f.name for f in file_fields}
+    file_ids += [v for e in history for name, pair in e["changes"].items() if name in file_names
+                 for side in pair for v in (side if isinstance(side, list) else [side]) if isinstance(v, str)]  # fmt: skip
+    files = file_rows(ctx.instance, list(dict.fromkeys(file_ids)))
     sections = [
         {"title": s.title, "fields": [field_view(ctx, fs.field, item.get(fs.field.name), titles=titles, files=files)
                                       for fs in s.fields if fs.field.name in item and fs.field.type not in ("file", "image")]}
@@ -120,7 +149,7 @@ def detail(request: Request) -> Response:
         "transitions": transitions.buttons(ctx, record_id) if has_workflow else [],
         "steps": approvals.steps_view(ctx, record_id) if has_workflow else [],
         "sections": [s for s in sections if s["fields"]], "attachments": attachments, "actions": actions,
-        "timeline": timeline(ctx, history, titles),
+        "timeline": timeline(ctx, history, titles, files),
         "created_at": local_time(ctx, item["created_at"]), "updated_at": local_time(ctx, item["updated_at"]),
     }  # fmt: skip
     return render(request, "pages/detail.html", data, locale=ctx.locale, gettext=ctx.gettext)
