@@ -156,6 +156,21 @@ async def test_the_language_switch_sets_a_cookie_and_the_users_locale(instance):
 
 
 @pytest.mark.anyio
+async def test_a_lang_parameter_is_remembered(instance):
+    async with client(instance) as http:
+        first = await http.get("/login?lang=en")
+        assert "Username" in first.text and "lang=en" in first.headers["set-cookie"]
+        assert "Username" in (await http.get("/login")).text  # the next page, without the parameter
+        again = await http.get("/login?lang=en")
+        assert "set-cookie" not in again.headers or "lang=" not in again.headers["set-cookie"]  # already so
+        assert "用户名" in (await http.get("/login?lang=zh")).text and "用户名" in (await http.get("/login")).text
+        assert "lang=" not in (await http.get("/login?lang=fr")).headers.get("set-cookie", "")  # not a language we have
+        icon = await http.get("/favicon.ico")
+        assert icon.status_code == 301 and icon.headers["location"] == "/static/favicon.svg"
+        assert (await http.get("/static/favicon.svg")).headers["content-type"].startswith("image/svg")
+
+
+@pytest.mark.anyio
 async def test_the_language_switch_refuses_an_outside_next(instance):
     async with client(instance) as http:
         page = await http.get("/login")

@@ -125,6 +125,7 @@ async def test_s5_the_report_upload_finishes_the_job_and_the_owner_confirms(pack
     page = await pack_page(pack, "chen_gang").get(f"/a/{APP}/ticket/{t['id']}")
     history = page.text.split('id="timeline"')[1]
     assert "维修完成报告: <del>—</del> → <ins>report.pdf</ins>" in history and report not in history
+    assert "report.pdf</a> <span class=\"muted\">(17 B)</span>" in page.text  # the attachment, sized for people
     t = await pack.step("zhang_xiuying", t, "confirm")
     assert t["state"] == "closed"
 
@@ -169,6 +170,12 @@ async def test_s3_a_costly_repair_waits_for_the_director(pack: Pack):
     assert await pack.get("chen_gang", t["id"]) == t
     inbox = (await pack.client.get("/api/v1/me/approvals", headers=pack.auth("sun_hui"))).json()["items"]
     assert [(i["record_id"], i["approval"]) for i in inbox] == [(t["id"], "director_approval")]
+    director = pack_page(pack, "sun_hui")
+    workspace = await director.get("/")
+    assert workspace.status_code == 200 and "总监审批" in workspace.text and t["number"] in workspace.text
+    director.cookies.set("lang", "en")
+    assert "Director approval" in (await director.get("/")).text
+    assert "Director approval" in (await director.get(f"/a/{APP}/ticket/{t['id']}")).text
     decided = await pack.client.post(f"{API}/ticket/{t['id']}/approvals/director_approval", json={"decision": "approve", "comment": "同意更换"},
                                headers=pack.auth("sun_hui"))  # fmt: skip
     assert decided.status_code == 200, decided.text

@@ -19,12 +19,14 @@ from pathlib import Path
 import anyio.to_thread
 import jinja2
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from apps import api
 from apps.web import admin, auth, i18n, notifications, outbox, pages, security, survey, views
+from apps.web.pages.fields import file_size
 from engine import settings
 from engine.instance import Instance
 
@@ -46,6 +48,7 @@ def templates() -> Jinja2Templates:
     env.globals["user_apps"] = security.user_apps
     env.globals["unread_count"] = notifications.unread_count
     env.filters["linkify"] = notifications.linkify
+    env.filters["filesize"] = file_size
     i18n.install(env)  # _, gettext, current_locale, label, locales
     return Jinja2Templates(env=env)
 
@@ -53,6 +56,7 @@ def templates() -> Jinja2Templates:
 def routes() -> list[BaseRoute]:
     return [
         Route("/-/health", views.health, name="health"),
+        Route("/favicon.ico", views.favicon),
         *auth.routes(),
         *admin.routes(),
         *notifications.routes(),
@@ -78,7 +82,8 @@ def create_app(instance: Instance, close_on_shutdown: bool = False) -> Starlette
 
     secret = settings.session_secret(instance.engine)
     https_only = os.environ.get("KILN_HTTPS_ONLY", "") == "1"
-    app = Starlette(routes=routes(), middleware=security.middleware(secret, https_only), lifespan=lifespan)
+    middleware = [*security.middleware(secret, https_only), Middleware(i18n.RememberLangParam)]
+    app = Starlette(routes=routes(), middleware=middleware, lifespan=lifespan)
     app.state.instance = instance
     app.state.templates = templates()
     return app

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
+from urllib.parse import parse_qs
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from babel.messages.pofile import read_po
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import RedirectResponse, Response
 
@@ -159,3 +161,30 @@ def _remember(request: Request, locale: str) -> None:
     user = security.current_user(request)
     if user is not None:
         accounts.set_locale(request.app.state.instance.engine, user.id, locale)
+
+
+class RememberLangParam:
+    """ASGI middleware: a page opened with ``?lang=en`` keeps that language (the ``lang`` cookie
+    is set on its answer, as the language switch sets it), so a link or a login with ``?lang=``
+    is not a language for one request only."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        query = scope.get("query_string", b"") if scope["type"] == "http" else b""
+        if b"lang=" not in query:
+            await self.app(scope, receive, send)
+            return
+        wanted = normalise(parse_qs(query.decode("latin-1")).get("lang", [""])[0])
+        if wanted is None or f"{COOKIE}={wanted}" in Headers(scope=scope).get("cookie", ""):
+            await self.app(scope, receive, send)
+            return
+        cookie = f"{COOKIE}={wanted}; Max-Age={COOKIE_MAX_AGE}; Path=/; HttpOnly; SameSite=lax"
+
+        async def send_with_cookie(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie.encode("latin-1"))]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)

@@ -9,13 +9,18 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from engine.instance import Instance
 
 
 def _instance(request: Request) -> Instance:
     return request.app.state.instance
+
+
+def favicon(request: Request) -> Response:
+    """Browsers ask for /favicon.ico whatever the page links: the vendored icon."""
+    return RedirectResponse("/static/favicon.svg", status_code=301)
 
 
 def health(request: Request) -> Response:

@@ -29,6 +29,12 @@ def _local(ctx: PageContext, value: str | None) -> str:
     return dt.datetime.fromisoformat(value).astimezone(ctx.records.timezone).strftime("%Y-%m-%d %H:%M")
 
 
+def _label(entity: Any, name: str, locale: str) -> str:
+    """An approval's label in the page's language (the API gives it in the app's)."""
+    found = next((a for a in entity.workflow.approvals if a.name == name), None) if entity.workflow else None
+    return found.label.get(locale) if found is not None and found.label else name
+
+
 def steps_view(ctx: PageContext, record_id: int) -> list[dict[str, Any]]:
     """The record's steps, oldest first, each saying whether the user may decide on it now."""
     out = []
@@ -38,7 +44,8 @@ def steps_view(ctx: PageContext, record_id: int) -> list[dict[str, Any]]:
         )
         approvers = [{**a, "at_local": _local(ctx, a["decided_at"])} for a in step["approvers"]]
         out.append({
-            **step, "approvers": approvers, "mine": mine, "opened_local": _local(ctx, step["opened_at"]),
+            **step, "label": _label(ctx.entity, step["name"], ctx.locale), "approvers": approvers, "mine": mine,
+            "opened_local": _local(ctx, step["opened_at"]),
             "status_color": STATUS_COLORS.get(step["status"], "gray"),
             "action": f"{ctx.base}/{record_id}/approvals/{step['name']}",
         })  # fmt: skip
@@ -89,7 +96,8 @@ def inbox(request: Request, instance: Instance, locale: str) -> list[dict[str, A
         state = look(entity, item["state"], locale)
         opened = dt.datetime.fromisoformat(item["opened_at"]).astimezone(by_app[item["app"]].timezone).strftime("%Y-%m-%d %H:%M")
         out.append({
-            **item, "href": f"/a/{item['app']}/{item['entity']}/{item['record_id']}", "entity_label": entity.label.get(locale),
+            **item, "label": _label(entity, item["approval"], locale),
+            "href": f"/a/{item['app']}/{item['entity']}/{item['record_id']}", "entity_label": entity.label.get(locale),
             "title": item["number"] or f"#{item['record_id']}", "state_look": state, "opened_local": opened,
         })  # fmt: skip
     return out

@@ -146,6 +146,17 @@ def display_text(f: Field, value: Any, locale: str, tz: dt.tzinfo, titles: Mappi
     return ", ".join(str(v) for v in values)
 
 
+def file_size(size: int | None) -> str:
+    """A file's size as people read it: 45 B, 12.3 KB, 4.5 MB."""
+    if size is None:
+        return ""
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
 def file_rows(instance: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
     """The stored files' names and sizes (kiln_files), for attachments and upload widgets."""
     if not ids:
