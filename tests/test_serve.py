@@ -82,7 +82,7 @@ def test_first_run_installs_the_pack_and_serves(tmp_path: Path, db_url: str):
     finally:
         output = stop(process)
     assert (definitions / "service_ticket" / ".pack.yaml").is_file()
-    assert "demo data: 8 building, 30 ticket" in output
+    assert "demo data: 8 building, 4 device, 30 ticket" in output
     assert f"Kiln is serving http://127.0.0.1:{port}/" in output
     password = re.search(r"created the instance administrator: user admin, password (\S+)", output).group(1)
     engine = connect(db_url)
