@@ -128,6 +128,19 @@ def test_market_commands(tmp_path: Path, definitions: Path):
     assert "installed as: second (1.1.0), service_ticket (1.1.0)" in market("list").stdout
 
 
+def test_the_common_options_go_before_or_after_the_command(tmp_path: Path, definitions: Path):
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    db = f"sqlite:///{tmp_path}/kiln.db"
+    before = run("--db", db, "--definitions", str(definitions), "market", "install", APP)
+    assert before.returncode == 0, before.stderr
+    assert (definitions / APP / "app.yaml").is_file()
+    checked = run("--definitions", str(tmp_path / "elsewhere"), "check", "--definitions", str(definitions))  # the command's own wins
+    assert checked.returncode == 0 and "ok: 1 app" in checked.stdout, checked.stdout + checked.stderr
+    assert "installed as: service_ticket" in run("--definitions", str(definitions), "market", "list").stdout
+
+
 # -- the pack: S15-S17 ----------------------------------------------------------------------------
 
 

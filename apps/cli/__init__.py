@@ -35,6 +35,10 @@ def common_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py", description="Kiln: YAML app definitions into working business apps.")
+    # --db and --definitions also before the command (run.py --db URL market list): kept apart,
+    # since a command's own defaults would overwrite them, and applied in main.
+    parser.add_argument("--db", dest="global_db", default=None, help="database URL, for any command")
+    parser.add_argument("--definitions", dest="global_definitions", default=None, help="definitions folder, for any command")
     sub = parser.add_subparsers(dest="command")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(f"apps.cli.{module_name}")
@@ -50,9 +54,17 @@ def main(argv: Sequence[str]) -> int:
     warnings.filterwarnings("ignore", message="Dialect sqlite\\+pysqlite does \\*not\\* support Decimal")
     parser = build_parser()
     args = parser.parse_args(list(argv) or ["serve", "--first-run"])
+    if args.command is None and (args.global_db or args.global_definitions):
+        args = parser.parse_args([*argv, "serve", "--first-run"])  # run.py --db URL: what run.py alone does, there
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    given = list(argv)
+    after = given[given.index(args.command) + 1 :] if args.command in given else []
+    for option, name in (("--db", "db"), ("--definitions", "definitions")):
+        value = getattr(args, f"global_{name}")
+        if value is not None and not any(a == option or a.startswith(f"{option}=") for a in after):  # the command's own wins
+            setattr(args, name, value)
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
