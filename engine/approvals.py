@@ -62,6 +62,8 @@ def on_change(records: Records, conn: Connection, change: Change) -> None:
     w = entity.workflow
     if w is None:
         return
+    if change.before is not None and change.before.get("state") != record.get("state"):
+        _withdraw(records, conn, entity, change.before, change.actor, change.now)
     for a in w.approvals:
         t = w.transition(a.before or "")
         if t is None or not t.applies_from(record.get("state") or ""):
@@ -72,6 +74,18 @@ def on_change(records: Records, conn: Connection, change: Change) -> None:
         for i, cc in enumerate(w.cc):
             if _holds(records, conn, entity, cc.when, record, change):
                 _carbon_copy(records, conn, entity, record, cc.to, i, change.now)
+
+
+def _withdraw(records: Records, conn: Connection, entity: Entity, left: Mapping[str, Any], actor: Actor, now: dt.datetime) -> None:
+    """Close the steps still pending in the state the record ``left`` (sent back, cancelled): they
+    guard nothing any more (the next visit asks again), so they leave the approvers' inboxes,
+    each with a history entry."""
+    table = records.schema.system["kiln_approvals"]
+    mine = (table.c.app == records.app.name, table.c.entity == entity.name, table.c.record_id == left["id"], table.c.status == "pending")
+    for step in conn.execute(select(table.c.id, table.c.name).where(*mine, table.c.state == left.get("state"))).all():
+        done = conn.execute(update(table).where(table.c.id == step.id, table.c.status == "pending").values(status="withdrawn", closed_at=now))
+        if done.rowcount:
+            _audit(records, conn, entity, left["id"], step.name, actor, now, {"approval": ["pending", "withdrawn"]}, None)
 
 
 def check_before(records: Records, conn: Connection, entity: Entity, t: Transition, record: Mapping[str, Any], actor: Actor,

@@ -154,6 +154,23 @@ async def test_a_cost_lowered_while_the_step_waits_does_not_get_past_it(flow: Fl
         assert (await flow.step(c, "tom", t, "accept"))["state"] == "in_progress"
 
 
+async def test_a_step_left_behind_is_withdrawn_and_leaves_the_inbox(flow: Flow):
+    async with flow.client() as c:
+        t = await flow.create(c, "dan", est_cost=8000)
+        t = await flow.step(c, "dan", t, "dispatch", assignee="tom")
+        t = await flow.step(c, "dan", t, "send_back", comment="地址不对")  # back to pending, the step undecided
+        assert flow.count("kiln_approvals", record_id=t["id"], status="withdrawn") == 1
+        assert (await c.get("/api/v1/me/approvals", headers=flow.auth("sue"))).json() == {"items": []}
+        withdrawn = flow.history(t["id"])[-1]
+        assert withdrawn["action"] == "approval:director_approval" and withdrawn["changes"] == {"approval": ["pending", "withdrawn"]}
+        late = await decide(flow, c, "sue", t["id"], "director_approval", "approve")
+        assert late.status_code == 409 and "no pending approval" in error_of(late)["message"]
+        t = await flow.step(c, "dan", t, "dispatch", assignee="tom")  # the next visit asks again
+        inbox = (await c.get("/api/v1/me/approvals", headers=flow.auth("sue"))).json()["items"]
+        assert [(i["record_id"], i["approval"]) for i in inbox] == [(t["id"], "director_approval")]
+        assert (await flow.move(c, "tom", t, "accept")).status_code == 409
+
+
 async def test_cc_lets_a_supervisor_read_and_queues_a_notification(flow: Flow):
     async with flow.client() as c:
         normal = await flow.create(c, "dan")

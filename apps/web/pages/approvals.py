@@ -20,7 +20,7 @@ from engine.errors import NotFound, RecordError
 from engine.instance import Instance
 
 VARY = {"Vary": "HX-Request, Accept"}
-STATUS_COLORS = {"pending": "yellow", "approved": "green", "rejected": "red"}
+STATUS_COLORS = {"pending": "yellow", "approved": "green", "rejected": "red", "withdrawn": "gray"}
 
 
 def _local(ctx: PageContext, value: str | None) -> str:

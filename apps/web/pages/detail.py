@@ -104,7 +104,7 @@ def _file_names(value: Any, files: Mapping[str, dict[str, Any]]) -> str:
 
 def _decision_word(ctx: PageContext, value: Any) -> str:
     words = {"pending": ctx.gettext("Waiting"), "approved": ctx.gettext("Approved"), "rejected": ctx.gettext("Rejected"),
-             "approve": ctx.gettext("Approved"), "reject": ctx.gettext("Rejected")}  # fmt: skip
+             "approve": ctx.gettext("Approved"), "reject": ctx.gettext("Rejected"), "withdrawn": ctx.gettext("Withdrawn")}  # fmt: skip
     return words.get(value, _plain(value)) if isinstance(value, str) or value is None else _plain(value)
 
 
