@@ -239,7 +239,14 @@ async def test_s14_a_devices_third_fault_of_a_kind_in_7_days_raises_a_follow_up(
     assert made_by_rule["rule"] == "重复故障预警" and made_by_rule["changes"] == {"id": [None, follow_ups[0]["id"]]}
     page = await pack_page(pack, "li_jing").get(f"/a/{APP}/ticket/{made[2]['id']}")
     assert f'创建了记录 <a href="/a/{APP}/follow_up/{follow_ups[0]["id"]}">跟进任务 #{follow_ups[0]["id"]}</a>' in page.text
-    assert "· 标记" in page.text and "发送了通知" in page.text and "notify" not in page.text.split('id="timeline"')[1]
+    assert "· 标记" in page.text and "发送了通知" in page.text
+    # the task it links to, and the records of the entities without a workflow or a number, open
+    dispatcher = pack_page(pack, "wang_lei")
+    for url in (f"/a/{APP}/follow_up/{follow_ups[0]['id']}", f"/a/{APP}/follow_up/{follow_ups[0]['id']}/edit",
+                f"/a/{APP}/device/{lift}", f"/a/{APP}/device/{lift}/edit", f"/a/{APP}/building/{pack.one('building', '锦绣花园1号楼')}"):
+        opened = await dispatcher.get(url)
+        assert opened.status_code == 200, (url, opened.text[-500:])
+    assert "设备7天内3次同类故障，安排排查" in (await dispatcher.get(f"/a/{APP}/follow_up/{follow_ups[0]['id']}")).text and "notify" not in page.text.split('id="timeline"')[1]
     told = {recipient for recipient, _, subject in pack.outbox(made[2]["id"]) if subject == f"重复故障预警 {made[2]['number']}"}
     assert told == {str(pack.user_id("wang_lei"))}
     other = await pack.ticket("li_jing", "电梯门异响", category="doors_windows", device=lift)  # another kind of fault
