@@ -148,7 +148,9 @@ def decide(
         assert record is not None
         step = _pending_step(records, conn, entity, record["id"], a.name)
         if step is None:
-            raise Conflict(f"there is no pending approval {a.name} on {entity_name} {record_id}", {"approval": a.name})
+            message = Msg("there is no pending approval %(approval)s on %(entity)s %(id)s", approval=_named(a),
+                          entity=Named(entity.name, entity.label), id=record_id)  # fmt: skip
+            raise Conflict(message, {"approval": a.name})
         status = _record_decision(records, conn, step, a, decision, comment, actor, now)
         changes = {"decision": [None, decision]} | ({"approval": ["pending", status]} if status != "pending" else {})
         _audit(records, conn, entity, record["id"], a.name, actor, now, changes, comment)
@@ -166,10 +168,11 @@ def _record_decision(records: Records, conn: Connection, step: Row, a: Approval,
     approvers = records.schema.system["kiln_approvers"]
     votes = {r.user_id: r.decision for r in conn.execute(select(approvers).where(approvers.c.approval_id == step.id))}
     if actor.id not in votes:
-        who = ", ".join(_names(records, conn, list(votes)))
-        raise Forbidden(f"only the approvers of {a.name} may decide: {who}")
+        who = Names([Named(u) for u in _names(records, conn, list(votes))])
+        raise Forbidden(Msg("only the approvers of %(approval)s may decide: %(who)s", approval=_named(a), who=who))
     if votes[actor.id] is not None:
-        raise Conflict(f"you have already decided on {a.name} ({votes[actor.id]})", {"decision": "already decided"})
+        raise Conflict(Msg("you have already decided on %(approval)s (%(decision)s)", approval=_named(a), decision=votes[actor.id]),
+                       {"decision": Msg("already decided")})  # fmt: skip
     conn.execute(
         update(approvers).where(approvers.c.approval_id == step.id, approvers.c.user_id == actor.id)
         .values(decision=decision, comment=comment, decided_at=now)
@@ -185,7 +188,7 @@ def _record_decision(records: Records, conn: Connection, step: Row, a: Approval,
     # The status guard makes two concurrent last decisions close the step once (no row lock on SQLite).
     done = conn.execute(update(table).where(table.c.id == step.id, table.c.status == "pending").values(status=status, closed_at=now))
     if done.rowcount != 1:
-        raise Conflict(f"approval {a.name} was decided by someone else just now; reload", {"approval": a.name})
+        raise Conflict(Msg("approval %(approval)s was decided by someone else just now; reload", approval=_named(a)), {"approval": a.name})
     return status
 
 

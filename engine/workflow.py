@@ -244,7 +244,7 @@ def _mermaid_text(text: str) -> str:
     return " ".join(text.replace(":", " ").replace(";", " ").split())
 
 
-CREATOR = Label((("zh", "创建人"), ("en", "the creator")))
+CREATOR = Label((("zh", "创建人"), ("en", "creator")))
 
 
 def named(t: Transition) -> Named:

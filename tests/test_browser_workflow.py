@@ -40,17 +40,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield from serve_app(tmp_path_factory.mktemp("browser-workflow"), "svc", COLOURED, setup)
 
 
-def new_ticket(server: str, summary: str) -> tuple[int, str]:
-    """A pending ticket that costs enough to need the director's approval, made by rita through
-    the API with her session (the server owns the database)."""
+def api_as(server: str, username: str, method: str, path: str, body: dict, version: int | None = None) -> dict:
+    """One API call with ``username``'s session (the server owns the database)."""
     with httpx.Client(base_url=server, timeout=10) as http:
         page = http.get("/login")
         token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
-        http.post("/login", data={"username": "rita", "password": PASSWORD, "csrf_token": token})
+        http.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token})
         token = http.get("/").text.split('"X-CSRF-Token": "')[1].split('"')[0]
-        r = http.post("/api/v1/svc/ticket", json={"summary": summary, "est_cost": "6000"}, headers={"X-CSRF-Token": token})
-        assert r.status_code == 201, r.text
-        return r.json()["id"], r.json()["number"]
+        headers = {"X-CSRF-Token": token, **({"If-Match": str(version)} if version is not None else {})}
+        r = http.request(method, f"/api/v1/svc/{path}", json=body, headers=headers)
+        assert r.status_code in (200, 201), r.text
+        return r.json()
+
+
+def new_ticket(server: str, summary: str) -> tuple[int, str]:
+    """A pending ticket that costs enough to need the director's approval, made by rita."""
+    made = api_as(server, "rita", "POST", "ticket", {"summary": summary, "est_cost": "6000"})
+    return made["id"], made["number"]
 
 
 def log_in(page: object, server: str, username: str, target: str) -> None:
@@ -118,3 +124,48 @@ def test_dispatch_then_approve(server: str, browser: object, width: int, height:
             raise
         finally:
             context.close()
+
+
+def test_refusals_other_than_422_show_in_the_dialog_and_the_approvals_card(server: str, browser: object):
+    """A 409 (the record changed meanwhile; the step decided meanwhile) is swapped in like a 422,
+    so the user sees why nothing changed instead of a dialog that does not answer."""
+    record_id, _ = new_ticket(server, "Changed while the dialog is open")
+    record = f"/a/svc/ticket/{record_id}"
+    expect = playwright_api.expect
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")  # type: ignore[attr-defined]
+    context.add_cookies([{"name": "lang", "value": "en", "url": server}])
+    page = context.new_page()
+    try:
+        log_in(page, server, "dan", record)
+        page.wait_for_url(re.compile(rf".*{record}(\?.*)?$"))
+        page.locator("a[data-transition=dispatch]").click()
+        dialog = page.locator("#transition-dialog")
+        expect(dialog).to_be_visible()
+        expect(dialog).not_to_have_class(re.compile("htmx-added"))  # settled: its inputs are wired up
+        page.fill("#in-assignee", "to")
+        page.locator("#results-assignee button", has_text="tom").click()
+        api_as(server, "rita", "PATCH", f"ticket/{record_id}", {"summary": "changed meanwhile"}, version=1)
+        dialog.locator("#transition-confirm").click()
+        expect(page.locator("#transition-errors")).to_contain_text("Someone else changed this record")
+        expect(page.locator("#reload-record")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "workflow-dialog-stale.png"))
+        context.close()
+
+        current = api_as(server, "dan", "GET", f"ticket/{record_id}", {})
+        api_as(server, "dan", "POST", f"ticket/{record_id}/transitions/dispatch", {"assignee": "tom"}, version=current["version"])
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")  # type: ignore[attr-defined]
+        context.add_cookies([{"name": "lang", "value": "en", "url": server}])
+        page = context.new_page()
+        log_in(page, server, "sue", record)
+        page.wait_for_url(re.compile(rf".*{record}(\?.*)?$"))
+        step = page.locator("#step-director_approval")
+        expect(step.locator("button[value=approve]")).to_be_visible()
+        api_as(server, "sam", "POST", f"ticket/{record_id}/approvals/director_approval", {"decision": "approve"})
+        step.locator("button[value=approve]").click()
+        expect(page.locator("#approval-error")).to_contain_text("there is no pending approval director_approval")
+        expect(page.locator("#step-director_approval")).to_have_attribute("data-status", "approved")
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "workflow-failure-refusals.png"), full_page=True)
+        raise
+    finally:
+        context.close()

@@ -149,7 +149,7 @@ async def test_finishing_needs_the_report_and_the_dialog_uploads_it(pack: Pack):
     assert empty.status_code == 422 and "完工待验收需要填写：维修完成报告" in empty.text and "完工待验收时必填" in empty.text
     page.cookies.set("lang", "en")
     empty = await page.post(url, data={"csrf_token": CSRF, "version": str(t["version"]), "report": ""}, headers={"hx-request": "true"})
-    assert "Finish needs: Completion report" in empty.text
+    assert "“Finish” needs: Completion report" in empty.text
     report = await pack.upload("liu_qiang")
     done = await page.post(url, data={"csrf_token": CSRF, "version": str(t["version"]), "report": report}, headers={"hx-request": "true"})
     assert done.status_code == 200 and done.headers["hx-redirect"] == f"/a/{APP}/ticket/{t['id']}"
@@ -157,6 +157,20 @@ async def test_finishing_needs_the_report_and_the_dialog_uploads_it(pack: Pack):
     assert t["state"] == "awaiting_check" and t["report"] == report
     # the finish the technician took, not the upload rule's (its condition no longer holds)
     assert [h["actor"] for h in pack.history(t["id"]) if h["action"] == "transition:finish"] == ["liu_qiang"]
+
+
+async def test_a_technician_sending_a_ticket_back_lands_on_the_list(pack: Pack):
+    t = await pack.ticket("li_jing")
+    t = await pack.step("wang_lei", t, "dispatch", assignee="chen_gang")
+    page = pack_page(pack, "chen_gang")
+    url = f"/a/{APP}/ticket/{t['id']}/transitions/send_back"
+    refused = await page.post(url, data={"csrf_token": CSRF, "version": str(t["version"])}, headers={"hx-request": "true"})
+    assert refused.status_code == 422 and "退回需要填写意见" in refused.text
+    done = await page.post(url, data={"csrf_token": CSRF, "version": str(t["version"]), "comment": "不是我负责的楼栋"},
+                           headers={"hx-request": "true"})  # fmt: skip
+    # 待受理 is the desk's: the technician no longer sees the ticket, so not its page (a 404) but the list
+    assert done.status_code == 200 and done.headers["hx-redirect"] == f"/a/{APP}/ticket"
+    assert (await pack.get("wang_lei", t["id"]))["state"] == "pending"
 
 
 async def test_s3_a_costly_repair_waits_for_the_director(pack: Pack):

@@ -125,7 +125,7 @@ async def test_every_refusal_reshows_the_dialog_and_changes_nothing(flow: Flow):
         # a missing required field: 422, the message beside the field
         r = await c.post(url, data={"csrf_token": CSRF, "version": str(t["version"]), "assignee": "", "comment": "x"}, headers=HX)
         assert r.status_code == 422 and 'id="transition-dialog"' in r.text
-        assert 'id="err-assignee"' in r.text and "required to dispatch" in r.text and "dispatch needs: assignee" in r.text
+        assert 'id="err-assignee"' in r.text and "required for “dispatch”" in r.text and "“dispatch” needs: assignee" in r.text
         assert ">x</textarea>" in r.text  # the comment is kept
         # a stale version: 409, said clearly, with a way to reload
         r = await c.post(url, data={"csrf_token": CSRF, "version": "99", "assignee": "tom"}, headers=HX)
@@ -139,7 +139,7 @@ async def test_every_refusal_reshows_the_dialog_and_changes_nothing(flow: Flow):
     async with page_client(flow, "rita") as c:  # the wrong role: 403 in the dialog
         r = await c.post(url, data={"csrf_token": CSRF, "version": str(t["version"]), "assignee": "tom"}, headers=HX)
         # the page names the roles by their labels (the API by their names: test_workflow.py)
-        assert r.status_code == 403 and "only 值班组长 may dispatch; you have 报修人 here" in r.text and 'id="transition-errors"' in r.text
+        assert r.status_code == 403 and "only 值班组长 may take “dispatch”; you are 报修人 here" in r.text and 'id="transition-errors"' in r.text
     async with page_client(flow, "tom") as c:  # not visible to this technician: 404
         r = await c.post(url, data={"csrf_token": CSRF, "version": str(t["version"]), "assignee": "tom"}, headers=HX)
         assert r.status_code == 404 and 'id="transition-errors"' in r.text
@@ -188,7 +188,7 @@ async def test_a_blocked_transition_is_disabled_with_its_reason_and_the_approver
     async with page_client(flow, "tom") as c:
         page = await c.get(record)
         assert re.search(r'<button type="button" class="transition" disabled data-transition="accept"', page.text)
-        assert "accept is waiting for approval director_approval (pending with sam, sue)" in page.text
+        assert "“accept” is waiting for director_approval (pending with sam, sue)" in page.text
         assert 'id="step-director_approval" data-status="pending"' in page.text
         assert 'name="decision"' not in page.text  # not an approver
     async with page_client(flow, "sue") as c:

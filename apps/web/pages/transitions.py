@@ -71,7 +71,12 @@ def dialog_context(
         for f in wanted
     ]  # fmt: skip
     shown = {f.name for f in wanted} | {"comment"}
-    general = list(general or []) + [f"{k}: {ctx.gettext(m)}" for k, m in errors.items() if k and k not in shown]
+    # A field the dialog does not show, by its label; a key that is no field (approval, when,
+    # state) only repeats what the refusal's own message says.
+    general = list(general or []) + [
+        f"{f.label.get(ctx.locale)}: {ctx.gettext(m)}" for k, m in errors.items()
+        if k and k not in shown and (f := ctx.entity.field(k)) is not None
+    ]  # fmt: skip
     return {
         "ctx": ctx, "t": t, "label": t.label.get(ctx.locale), "to": look(ctx.entity, t.to, ctx.locale),
         "title": title(ctx.entity, dict(item)) if item else f"#{record_id}", "record_id": record_id,
@@ -132,7 +137,9 @@ def _take(request: Request, ctx: PageContext, record_id: int, t: Transition) -> 
         data = dialog_context(ctx, record_id, t, _item(ctx, record_id), raw, version=version, comment=comment,
                               errors=exc.fields, general=[message], stale=stale)  # fmt: skip
         return _show(request, ctx, data, status=exc.status)
-    target = f"{ctx.base}/{record_id}"
+    # Back to the record; to the list when the step took it out of the user's sight (a technician
+    # sending a ticket back to the desk's 待受理).
+    target = f"{ctx.base}/{record_id}" if _item(ctx, record_id) is not None else ctx.base
     if is_htmx(request):
         return Response(status_code=200, headers={"HX-Redirect": target, **VARY})
     return RedirectResponse(target, status_code=303, headers=VARY)
