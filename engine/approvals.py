@@ -27,7 +27,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine import assignment, audit, outbox, rules, sla, workflow
 from engine.actors import SYSTEM, Actor
-from engine.errors import Conflict, Forbidden, NotFound, RecordError, ValidationFailed, did_you_mean
+from engine.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    RecordError,
+    ValidationFailed,
+    did_you_mean,
+    not_visible,
+)
 from engine.messages import Msg, Named, Names
 from engine.model import Approval, Approvers, Entity, Expr, Transition
 from engine.rules import Change
@@ -143,7 +151,7 @@ def decide(
     now = now or dt.datetime.now(dt.UTC)
     with records.transaction() as conn:
         if records.query.one(conn, entity, actor, record_id) is None:
-            raise NotFound(f"{entity_name} {record_id} does not exist or is not visible to you")
+            raise not_visible(entity, record_id)
         record = records.load(conn, entity, int(record_id), lock=True)
         assert record is not None
         step = _pending_step(records, conn, entity, record["id"], a.name)
@@ -221,7 +229,7 @@ def steps(records: Records, entity_name: str, record_id: int, actor: Actor) -> l
     entity = records.entity(entity_name)
     with records.instance.engine.connect() as conn:
         if records.query.one(conn, entity, actor, record_id) is None:
-            raise NotFound(f"{entity_name} {record_id} does not exist or is not visible to you")
+            raise not_visible(entity, record_id)
         return _steps_json(records, conn, entity, int(record_id))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, order=True)
@@ -83,6 +84,14 @@ class ValidationFailed(RecordError):
 class NotFound(RecordError):
     status = 404
     code = "not_found"
+
+
+def not_visible(entity: Any, record_id: Any) -> NotFound:
+    """The refusal of a record that does not exist or that the user may not read (the two are
+    one answer, so an id says nothing about records the user may not see)."""
+    from engine.messages import Msg, Named
+
+    return NotFound(Msg("%(entity)s %(id)s does not exist or is not visible to you", entity=Named(entity.name, entity.label), id=record_id))
 
 
 class Forbidden(RecordError):

@@ -26,7 +26,15 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from engine import approvals, audit, outbox, permissions, queries, rollups, rules, sla, tags
 from engine.actors import Actor
 from engine.db import Prepared, PreparedRows, insert_rows, write
-from engine.errors import Conflict, Forbidden, NotFound, StaleVersion, ValidationFailed, did_you_mean
+from engine.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    StaleVersion,
+    ValidationFailed,
+    did_you_mean,
+    not_visible,
+)
 from engine.messages import Msg
 from engine.model import Entity, Expr
 from engine.numbering import NumberFormat, make_number
@@ -117,7 +125,7 @@ class Records:
         with self.instance.engine.connect() as conn:
             record = self.query.one(conn, entity, actor, record_id)
             if record is None:
-                raise NotFound(f"{entity_name} {record_id} does not exist or is not visible to you")
+                raise not_visible(entity, record_id)
             return self.to_api(conn, entity, [record], actor)[0]
 
     def list(
@@ -145,7 +153,7 @@ class Records:
         entity = self.entity(entity_name)
         with self.instance.engine.connect() as conn:
             if self.query.one(conn, entity, actor, record_id) is None:
-                raise NotFound(f"{entity_name} {record_id} does not exist or is not visible to you")
+                raise not_visible(entity, record_id)
             entries = audit.history(conn, self.schema.system["kiln_audit"], self.app.name, entity.name, record_id)
         hidden = permissions.hidden_fields(entity, actor)
         for entry in entries:
@@ -287,7 +295,7 @@ class Records:
         if version is None and not actor.is_system:
             raise ValidationFailed("the record's version is required (If-Match)", {"version": "required"})
         if self.query.one(conn, entity, actor, record_id) is None:
-            raise NotFound(f"{entity.name} {record_id} does not exist or is not visible to you")
+            raise not_visible(entity, record_id)
         before = self.load(conn, entity, record_id, lock=True)
         if before is None:
             raise NotFound(f"{entity.name} {record_id} does not exist")

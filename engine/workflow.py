@@ -32,6 +32,7 @@ from engine.errors import (
     StaleVersion,
     ValidationFailed,
     did_you_mean,
+    not_visible,
 )
 from engine.messages import Msg, Named, Names
 from engine.model import Entity, Label, Transition, Workflow
@@ -95,7 +96,7 @@ def transition_in(
     workflow = _workflow(entity)
     t = _find(entity, workflow, name)
     if records.query.one(conn, entity, actor, record_id) is None:
-        raise NotFound(f"{entity.name} {record_id} does not exist or is not visible to you")
+        raise not_visible(entity, record_id)
     before = records.load(conn, entity, int(record_id), lock=True)
     if before is None:
         raise NotFound(f"{entity.name} {record_id} does not exist")
@@ -147,7 +148,7 @@ def available(records: Records, entity_name: str, record_id: int, actor: Actor, 
     with records.instance.engine.connect() as conn:
         record = records.query.one(conn, entity, actor, record_id)
         if record is None:
-            raise NotFound(f"{entity_name} {record_id} does not exist or is not visible to you")
+            raise not_visible(entity, record_id)
         out = []
         for t in entity.workflow.transitions:
             if not t.applies_from(record.get("state") or "") or _actor_refusal(records, conn, entity, t, record, actor):

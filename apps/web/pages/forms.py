@@ -20,7 +20,7 @@ from apps.web.pages.context import PageContext, entity_context, form_of, page, r
 from apps.web.pages.fields import Raw, file_rows, form_value, input_values, lenient_record, read_form, title
 from apps.web.pages.lists import field_view
 from engine import exports, permissions
-from engine.errors import Forbidden, NotFound, StaleVersion, ValidationFailed
+from engine.errors import Forbidden, StaleVersion, ValidationFailed, not_visible
 from engine.model import Expr
 
 
@@ -30,7 +30,7 @@ def _stored(ctx: PageContext, record_id: int) -> tuple[dict[str, Any], dict[str,
     with ctx.instance.engine.connect() as conn:
         stored = records.query.one(conn, ctx.entity, ctx.actor, record_id)
         if stored is None:
-            raise NotFound(f"{ctx.entity.name} {record_id} does not exist or is not visible to you")
+            raise not_visible(ctx.entity, record_id)
         item = records.to_api(conn, ctx.entity, [stored], ctx.actor)[0]
         may_update = records.query.may_update(conn, ctx.entity, ctx.actor, record_id)
     if not may_update:
