@@ -253,7 +253,7 @@ async def test_s14_a_devices_third_fault_of_a_kind_in_7_days_raises_a_follow_up(
     assert made_by_rule["rule"] == "重复故障预警" and made_by_rule["changes"] == {"id": [None, follow_ups[0]["id"]]}
     page = await pack_page(pack, "li_jing").get(f"/a/{APP}/ticket/{made[2]['id']}")
     assert f'创建了记录 <a href="/a/{APP}/follow_up/{follow_ups[0]["id"]}">跟进任务 #{follow_ups[0]["id"]}</a>' in page.text
-    assert "· 标记" in page.text and "发送了通知" in page.text
+    assert "· 标记" in page.text and "发送了通知" in page.text and "<strong>系统</strong>" in page.text and "标记: <del>—</del> → <ins>red</ins>" in page.text
     # the task it links to, and the records of the entities without a workflow or a number, open
     dispatcher = pack_page(pack, "wang_lei")
     for url in (f"/a/{APP}/follow_up/{follow_ups[0]['id']}", f"/a/{APP}/follow_up/{follow_ups[0]['id']}/edit",

@@ -51,6 +51,7 @@ def timeline(
     tz = ctx.records.timezone
     out = []
     for entry in reversed(entries):  # newest first
+        entry = {**entry, "actor": ctx.gettext("system") if entry["actor"] == "system" else entry["actor"]}  # a rule, a job
         kind, _, made = entry["action"].partition(":")
         if kind == "create" and made and (target := ctx.app.entity(made)) is not None:  # a rule's create action
             created = (entry["changes"].get("id") or [None, None])[1]
@@ -69,6 +70,8 @@ def timeline(
             elif f is None and entry["action"].startswith("approval:") and name in ("approval", "decision"):
                 label = ctx.gettext("Approval") if name == "approval" else ctx.gettext("Decision")
                 old, new = _decision_word(ctx, before), _decision_word(ctx, after)
+            elif f is None and name == "flags":  # a rule's mark: the flag's colour
+                label, old, new = ctx.gettext("Flagged"), _plain(before), _plain(after)
             elif f is None:
                 label, old, new = name, _plain(before), _plain(after)
             else:
