@@ -40,6 +40,15 @@ class UserDirectory:
             )
         return {n: self._ids[n] for n in wanted if n in self._ids}
 
+    def display_names(self, conn: Connection, usernames: Iterable[str]) -> dict[str, str]:
+        """How pages name users: their display name (陈刚), else their username; read every time,
+        as an administrator may change it."""
+        wanted = [n for n in set(usernames) if n]
+        if not wanted:
+            return {}
+        query = select(self.users.c.username, self.users.c.display_name).where(self.users.c.username.in_(wanted))
+        return {username: display or username for username, display in conn.execute(query)}
+
     def locales(self, conn: Connection, ids: Iterable[int]) -> dict[int, str | None]:
         """Each user's own locale (None: not chosen); read every time, as users change it."""
         wanted = [i for i in set(ids) if i is not None]

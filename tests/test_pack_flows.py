@@ -126,6 +126,8 @@ async def test_s5_the_report_upload_finishes_the_job_and_the_owner_confirms(pack
     history = page.text.split('id="timeline"')[1]
     assert "维修完成报告: <del>—</del> → <ins>report.pdf</ins>" in history and report not in history
     assert "report.pdf</a> <span class=\"muted\">(17 B)</span>" in page.text  # the attachment, sized for people
+    # people by their display names: the technician in the field, the dispatcher in the history
+    assert "陈刚" in page.text.split('id="timeline"')[0] and "<strong>王磊</strong>" in history
     t = await pack.step("zhang_xiuying", t, "confirm")
     assert t["state"] == "closed"
 
@@ -187,6 +189,8 @@ async def test_s3_a_costly_repair_waits_for_the_director(pack: Pack):
     director = pack_page(pack, "sun_hui")
     workspace = await director.get("/")
     assert workspace.status_code == 200 and "总监审批" in workspace.text and t["number"] in workspace.text
+    card = await director.get(f"/a/{APP}/ticket/{t['id']}")
+    assert "<span>孙辉</span>" in card.text  # the approver by display name
     director.cookies.set("lang", "en")
     assert "Director approval" in (await director.get("/")).text
     assert "Director approval" in (await director.get(f"/a/{APP}/ticket/{t['id']}")).text

@@ -54,6 +54,20 @@ async def test_workspace_shows_my_open_records(desk: Desk):
 
 
 @pytest.mark.anyio
+async def test_people_show_by_their_display_names(desk: Desk):
+    from sqlalchemy import update
+
+    users = desk.instance.schema.system["kiln_users"]
+    with desk.instance.engine.begin() as conn:
+        conn.execute(update(users).where(users.c.username == "alice").values(display_name="爱丽丝"))
+    ticket = make_tickets(desk, 1, by="bob", assignee="alice")[0]
+    async with desk.client("alice") as c:
+        record = await c.get(f"/a/desk/ticket/{ticket['id']}")
+    fields = record.text.split('id="timeline"')[0].split("</h1>")[1]
+    assert "爱丽丝" in fields and ">alice<" not in fields
+
+
+@pytest.mark.anyio
 async def test_list_filters_search_and_count(desk: Desk):
     tickets = make_tickets(desk, 9)
     desk.records().update("ticket", tickets[0]["id"], {"summary": "printer on fire"}, 1, desk.actor("alice"))

@@ -38,11 +38,14 @@ def _label(entity: Any, name: str, locale: str) -> str:
 def steps_view(ctx: PageContext, record_id: int) -> list[dict[str, Any]]:
     """The record's steps, oldest first, each saying whether the user may decide on it now."""
     out = []
-    for step in engine_approvals.steps(ctx.records, ctx.entity.name, record_id, ctx.actor):
+    steps = engine_approvals.steps(ctx.records, ctx.entity.name, record_id, ctx.actor)
+    with ctx.instance.engine.connect() as conn:
+        shown = ctx.records.users.display_names(conn, [a["user"] for step in steps for a in step["approvers"] if a["user"]])
+    for step in steps:
         mine = step["status"] == "pending" and any(
             a["user"] == ctx.actor.username and a["decision"] is None for a in step["approvers"]
         )
-        approvers = [{**a, "at_local": _local(ctx, a["decided_at"])} for a in step["approvers"]]
+        approvers = [{**a, "at_local": _local(ctx, a["decided_at"]), "shown": shown.get(a["user"], a["user"])} for a in step["approvers"]]
         out.append({
             **step, "label": _label(ctx.entity, step["name"], ctx.locale), "approvers": approvers, "mine": mine,
             "opened_local": _local(ctx, step["opened_at"]),

@@ -51,7 +51,8 @@ def timeline(
     tz = ctx.records.timezone
     out = []
     for entry in reversed(entries):  # newest first
-        entry = {**entry, "actor": ctx.gettext("system") if entry["actor"] == "system" else entry["actor"]}  # a rule, a job
+        actor = ctx.gettext("system") if entry["actor"] == "system" else titles.get("@actors", {}).get(entry["actor"], entry["actor"])
+        entry = {**entry, "actor": actor}  # a rule, a job: the system
         kind, _, made = entry["action"].partition(":")
         if kind == "create" and made and (target := ctx.app.entity(made)) is not None:  # a rule's create action
             created = (entry["changes"].get("id") or [None, None])[1]
@@ -81,6 +82,22 @@ def timeline(
         at = dt.datetime.fromisoformat(entry["at"]).astimezone(tz).strftime("%Y-%m-%d %H:%M")
         out.append({**entry, "at_local": at, "changes": changes, "link": None, "action_label": _action_label(ctx, entry["action"])})
     return out
+
+
+def people(ctx: PageContext, item: Mapping[str, Any], history: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """The display names of the users the record and its history name, as titles by user field
+    (display_text shows them), and under ``"@actors"`` those of the history's actors."""
+    user_fields = [f.name for f in ctx.entity.fields if f.type == "user"]
+    named = {v for name in user_fields for v in _listed(item.get(name))}
+    named |= {v for e in history for name, pair in e["changes"].items() if name in user_fields for side in pair for v in _listed(side)}
+    named |= {e["actor"] for e in history}
+    with ctx.instance.engine.connect() as conn:
+        shown = ctx.records.users.display_names(conn, named)
+    return {**{name: shown for name in user_fields}, "@actors": shown}
+
+
+def _listed(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else [] if value is None else [str(value)]
 
 
 def _action_label(ctx: PageContext, action: str) -> str:
@@ -130,6 +147,7 @@ def detail(request: Request) -> Response:
         return json_response(data)
     history_links = [{name: v for name, pair in e["changes"].items() for v in pair if isinstance(v, int)} for e in history]
     titles = exports.link_titles(ctx.records, ctx.entity, [item, *history_links], ctx.actor)
+    titles.update(people(ctx, item, history))
     layout = layouts.evaluate(ctx.records, ctx.entity, stored, None, ctx.actor, ctx.locale, creating=False)
     file_fields = [f for f in ctx.entity.active_fields if f.type in ("file", "image") and f.name in item]
     file_ids = [v for f in file_fields for v in (item[f.name] if isinstance(item[f.name], list) else [item[f.name]]) if v]

@@ -139,6 +139,8 @@ def display_text(f: Field, value: Any, locale: str, tz: dt.tzinfo, titles: Mappi
         return ", ".join(labels.get(v, v) for v in values)
     if f.type == "link":
         return ", ".join(titles.get(f.name, {}).get(v, f"#{v}") for v in values)
+    if f.type == "user":  # a user's title is their display name, when the caller looked it up
+        return ", ".join(titles.get(f.name, {}).get(v, v) for v in values)
     if f.type == "datetime":
         return dt.datetime.fromisoformat(value).astimezone(tz).strftime("%Y-%m-%d %H:%M")
     if f.type == "boolean":

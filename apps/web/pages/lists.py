@@ -104,6 +104,9 @@ def list_context(ctx: PageContext, state: ListState) -> dict[str, Any]:
     with ctx.instance.engine.connect() as conn:  # one connection for everything the page reads
         window = records.query.page(conn, entity, actor, spec)
         names = records.users.usernames(conn, {r[n] for r in window.items for n in users if r[n] is not None}) if users else {}
+        if names:  # shown by their display names
+            shown = records.users.display_names(conn, names.values())
+            names = {user_id: shown.get(username, username) for user_id, username in names.items()}
         flags = marks.row_flags(conn, records, entity, [r["id"] for r in window.items])
         saved = views.list(actor.id, ctx.app.name, entity.name, conn) if actor.id is not None else []
         links = [f.name for f in columns if f.type == "link"]
