@@ -44,14 +44,15 @@ def _record(ctx: PageContext, record_id: int) -> tuple[dict[str, Any], dict[str,
 
 
 def timeline(
-    ctx: PageContext, entries: list[dict[str, Any]], titles: dict[str, dict[int, str]], files: Mapping[str, dict[str, Any]] | None = None
+    ctx: PageContext, entries: list[dict[str, Any]], titles: dict[str, dict[Any, str]], files: Mapping[str, dict[str, Any]] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """Audit entries as a person reads them: field labels, option labels, file names, local
-    times, and a link to the record a rule created."""
+    """Audit entries as a person reads them: field labels, option labels, file names, people's
+    display names (``names``), local times, and a link to the record a rule created."""
     tz = ctx.records.timezone
     out = []
     for entry in reversed(entries):  # newest first
-        actor = ctx.gettext("system") if entry["actor"] == "system" else titles.get("@actors", {}).get(entry["actor"], entry["actor"])
+        actor = ctx.gettext("system") if entry["actor"] == "system" else (names or {}).get(entry["actor"], entry["actor"])
         entry = {**entry, "actor": actor}  # a rule, a job: the system
         kind, _, made = entry["action"].partition(":")
         if kind == "create" and made and (target := ctx.app.entity(made)) is not None:  # a rule's create action
@@ -84,16 +85,15 @@ def timeline(
     return out
 
 
-def people(ctx: PageContext, item: Mapping[str, Any], history: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
-    """The display names of the users the record and its history name, as titles by user field
-    (display_text shows them), and under ``"@actors"`` those of the history's actors."""
+def people(ctx: PageContext, item: Mapping[str, Any], history: list[dict[str, Any]]) -> dict[str, str]:
+    """The display names of the users the record's user fields, its history's changes and its
+    history's actors name, by username."""
     user_fields = [f.name for f in ctx.entity.fields if f.type == "user"]
     named = {v for name in user_fields for v in _listed(item.get(name))}
     named |= {v for e in history for name, pair in e["changes"].items() if name in user_fields for side in pair for v in _listed(side)}
     named |= {e["actor"] for e in history}
     with ctx.instance.engine.connect() as conn:
-        shown = ctx.records.users.display_names(conn, named)
-    return {**{name: shown for name in user_fields}, "@actors": shown}
+        return ctx.records.users.display_names(conn, named)
 
 
 def _listed(value: Any) -> list[str]:
@@ -147,7 +147,8 @@ def detail(request: Request) -> Response:
         return json_response(data)
     history_links = [{name: v for name, pair in e["changes"].items() for v in pair if isinstance(v, int)} for e in history]
     titles = exports.link_titles(ctx.records, ctx.entity, [item, *history_links], ctx.actor)
-    titles.update(people(ctx, item, history))
+    names = people(ctx, item, history)
+    titles.update({f.name: names for f in ctx.entity.fields if f.type == "user"})  # a user's title: their display name
     layout = layouts.evaluate(ctx.records, ctx.entity, stored, None, ctx.actor, ctx.locale, creating=False)
     file_fields = [f for f in ctx.entity.active_fields if f.type in ("file", "image") and f.name in item]
     file_ids = [v for f in file_fields for v in (item[f.name] if isinstance(item[f.name], list) else [item[f.name]]) if v]
@@ -170,7 +171,7 @@ def detail(request: Request) -> Response:
         "transitions": transitions.buttons(ctx, record_id) if has_workflow else [],
         "steps": approvals.steps_view(ctx, record_id) if has_workflow else [],
         "sections": [s for s in sections if s["fields"]], "attachments": attachments, "actions": actions,
-        "timeline": timeline(ctx, history, titles, files),
+        "timeline": timeline(ctx, history, titles, files, names),
         "created_at": local_time(ctx, item["created_at"]), "updated_at": local_time(ctx, item["updated_at"]),
     }  # fmt: skip
     return render(request, "pages/detail.html", data, locale=ctx.locale, gettext=ctx.gettext)
