@@ -7,6 +7,7 @@ fault of a kind in 7 days is tagged and raises a follow-up task (S14)."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -269,3 +270,17 @@ async def test_s14_a_devices_third_fault_of_a_kind_in_7_days_raises_a_follow_up(
     assert told == {str(pack.user_id("wang_lei"))}
     other = await pack.ticket("li_jing", "电梯门异响", category="doors_windows", device=lift)  # another kind of fault
     assert other["tags"] == []
+
+
+async def test_the_workflow_diagram_reads_to_the_final_state(pack: Pack):
+    """The pack's cancel goes from 待受理 straight to 已关闭: 已关闭 is still drawn last (not
+    beside 已派单), and the cancels are arcs above the boxes they skip."""
+    page = await pack_page(pack, "wang_lei").get(f"/a/{APP}/ticket/workflow")
+    assert page.status_code == 200
+    svg = page.text.split('id="workflow-diagram"><svg', 1)[1].split("</svg>")[0]
+    x = {m.group(1): int(m.group(2)) for m in re.finditer(r'data-state="(\w+)"><rect x="(\d+)"', svg)}
+    assert sorted(x, key=x.get) == ["pending", "dispatched", "in_progress", "awaiting_check", "closed"]
+    y = {m.group(1): int(m.group(2)) for m in re.finditer(r'data-state="(\w+)"><rect x="\d+" y="(\d+)"', svg)}
+    assert len(set(y.values())) == 1  # one row
+    arcs = re.findall(r'<path d="M(\d+),(\d+) C\d+,(\d+) ', svg)
+    assert sum(1 for _, start, peak in arcs if int(peak) < int(start)) == 2  # the two cancels, above

@@ -3,9 +3,11 @@ drawn here on the server (no script, nothing from a CDN), and the same as tables
 readers and small screens.
 
 Layout: layered, left to right. A state's layer is its distance from the initial state along
-the transitions (states no transition reaches come last); a layer's states stack top to bottom
-in definition order. A transition to a later layer is an arrow between the boxes, one back (or
-within a layer) a curve below the boxes, one to the same state a loop above it.
+the transitions (states no transition reaches come last); a final state comes after every other
+state, so the path reads to its end and a cancel from the first state is not drawn beside the
+second; a layer's states stack top to bottom in definition order. A transition to the next layer
+is an arrow between the boxes, one that skips layers an arc above them, one back (or within a
+layer) an arc below them, one to the same state a loop above it.
 """
 
 from __future__ import annotations
@@ -57,7 +59,10 @@ def layers(workflow: Workflow) -> dict[str, int]:
                 out[t.to] = out[here] + 1
                 queue.append(t.to)
     last = max(out.values()) + 1
-    return {name: out.get(name, last) for name in names}
+    found = {name: out.get(name, last) for name in names}
+    finals = {s.name for s in workflow.states if s.final}
+    open_end = max((layer for name, layer in found.items() if name not in finals), default=-1)
+    return {name: max(layer, open_end + 1) if name in finals else layer for name, layer in found.items()}
 
 
 def edges(workflow: Workflow, locale: str) -> list[Edge]:
@@ -79,7 +84,8 @@ def svg(workflow: Workflow, looks: dict[str, StateLook], locale: str, title: str
         columns.setdefault(layer[name], []).append(name)
     tallest = max(len(c) for c in columns.values())
     has_loop = any(e.source == e.target for e in all_edges)
-    top = MARGIN + (LOOP if has_loop else 0)
+    over = sorted((e for e in all_edges if layer[e.target] - layer[e.source] > 1), key=lambda e: layer[e.target] - layer[e.source])
+    top = MARGIN + max(LOOP if has_loop else 0, BACK_STEP * len(over) + FONT if over else 0)
     pos: dict[str, tuple[float, float]] = {}
     for index, names in columns.items():
         offset = (tallest - len(names)) * (BOX_H + GAP_Y) / 2
@@ -101,6 +107,11 @@ def svg(workflow: Workflow, looks: dict[str, StateLook], locale: str, title: str
             a, b = sx + box_w * 0.3, sx + box_w * 0.7
             d = f"M{a:.0f},{sy:.0f} C{a:.0f},{sy - LOOP:.0f} {b:.0f},{sy - LOOP:.0f} {b:.0f},{sy:.0f}"
             lx, ly = (a + b) / 2, sy - LOOP * 0.75 - 4
+        elif e in over:  # skips layers: an arc above the boxes between, the longest highest
+            height = min(sy, ty) - BACK_STEP * (over.index(e) + 1)
+            x1, x2 = sx + box_w * 0.6, tx + min(box_w * 0.3 + 12 * over.index(e), box_w * 0.7)  # arrowheads side by side
+            d = f"M{x1:.0f},{sy:.0f} C{x1:.0f},{height:.0f} {x2:.0f},{height:.0f} {x2:.0f},{ty - 2:.0f}"
+            lx, ly = (x1 + x2) / 2, (sy + ty) / 8 + height * 0.75 - 4
         elif layer[e.target] > layer[e.source]:
             x1, y1, x2, y2 = sx + box_w, sy + BOX_H / 2 + nth * 8, tx, ty + BOX_H / 2 + nth * 8
             mid = (x1 + x2) / 2
