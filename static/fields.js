@@ -22,6 +22,13 @@ function kilnUnpick(button) {
   button.parentNode.remove();
   widget.dispatchEvent(new Event("change", {bubbles: true}));
 }
+// A file is there now: the server's "required" message beside the field no longer applies.
+function kilnSettled(widget) {
+  var field = document.getElementById("field-" + widget.dataset.name), message = document.getElementById("err-" + widget.dataset.name);
+  if (field) { field.classList.remove("invalid"); }
+  if (message) { message.hidden = true; }
+}
+
 function kilnUpload(input) {
   var widget = input.closest(".upload"), bar = widget.querySelector("progress"), note = widget.querySelector(".message");
   var limit = parseInt(widget.dataset.maxSize || "0", 10), files = Array.prototype.slice.call(input.files);
@@ -39,7 +46,7 @@ function kilnUpload(input) {
     xhr.upload.onprogress = function (e) { if (e.lengthComputable) { bar.value = Math.round(100 * e.loaded / e.total); } };
     xhr.onload = function () {
       var body = {}; try { body = JSON.parse(xhr.responseText); } catch (e) {}
-      if (xhr.status >= 200 && xhr.status < 300 && body.id) { kilnChip(widget, body.id, body.filename || file.name); next(); }
+      if (xhr.status >= 200 && xhr.status < 300 && body.id) { kilnChip(widget, body.id, body.filename || file.name); kilnSettled(widget); next(); }
       else { note.textContent = (body.error && body.error.message) || widget.dataset.failed; note.hidden = false; bar.hidden = true; }
     };
     xhr.onerror = function () { note.textContent = widget.dataset.failed; note.hidden = false; bar.hidden = true; };

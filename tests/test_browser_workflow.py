@@ -169,3 +169,66 @@ def test_refusals_other_than_422_show_in_the_dialog_and_the_approvals_card(serve
         raise
     finally:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def pack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real server on the service-ticket pack with its demo data; uploads under its own folder."""
+    from engine import migrations, packs
+    from engine.demo import load_demo
+    from engine.instance import Instance
+    from tests.test_serve import serve, stop, wait_healthy
+
+    root = tmp_path_factory.mktemp("browser-pack")
+    done = packs.install("service_ticket", root / "definitions")
+    db_url = f"sqlite:///{root}/kiln.db"
+    instance = Instance.open(root / "definitions", db_url, env={}, files_dir=root / "data" / "files")
+    try:
+        migrations.apply(instance.engine, instance.compiled)
+        result = load_demo(instance, "service_ticket", done.pack.demo_file)
+        for username, _ in result.users:
+            accounts.set_password(instance.engine, username, PASSWORD)
+    finally:
+        instance.close()
+    process, port = serve(root / "definitions", db_url, cwd=root)
+    try:
+        wait_healthy(process, port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+def test_the_report_uploaded_in_the_finish_dialog_finishes_the_job(pack_server: str, browser: object):
+    """S5 in the pack, as the technician does it on a phone: 完工待验收 without the report is refused
+    beside the field; the file uploaded in the dialog clears that message and the job finishes."""
+    with httpx.Client(base_url=pack_server, timeout=10) as http:
+        page = http.get("/login")
+        token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+        http.post("/login", data={"username": "chen_gang", "password": PASSWORD, "csrf_token": token})
+        items = http.get("/api/v1/service_ticket/ticket", params={"state": "in_progress", "assignee": "chen_gang"}).json()["items"]
+    record = f"/a/service_ticket/ticket/{items[0]['id']}"
+    expect = playwright_api.expect
+    context = browser.new_context(viewport={"width": 375, "height": 812}, locale="zh-CN")  # type: ignore[attr-defined]
+    page = context.new_page()
+    try:
+        log_in(page, pack_server, "chen_gang", record)
+        page.wait_for_url(re.compile(rf".*{record}(\?.*)?$"))
+        page.locator("a[data-transition=finish]").click()
+        dialog = page.locator("#transition-dialog")
+        expect(dialog).to_be_visible()
+        expect(dialog).not_to_have_class(re.compile("htmx-added"))
+        dialog.locator("#transition-confirm").click()
+        expect(dialog.locator("#err-report")).to_contain_text("完工待验收时必填")
+        expect(dialog).not_to_have_class(re.compile("htmx-added"))
+        page.set_input_files("#in-report", files=[{"name": "维修报告.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4 done"}])
+        expect(dialog.locator(".upload .chips")).to_contain_text("维修报告.pdf")
+        expect(dialog.locator("#err-report")).to_be_hidden()
+        page.screenshot(path=str(ARTIFACTS / "pack-finish-dialog-375px.png"))
+        dialog.locator("#transition-confirm").click()
+        expect(page.locator("#record-state")).to_have_text("待验收")
+        expect(page.locator("#timeline")).to_contain_text("维修报告.pdf")
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "pack-finish-failure.png"), full_page=True)
+        raise
+    finally:
+        context.close()

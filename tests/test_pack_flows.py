@@ -129,6 +129,7 @@ async def test_s5_the_report_upload_finishes_the_job_and_the_owner_confirms(pack
     assert "report.pdf</a> <span class=\"muted\">(17 B)</span>" in page.text  # the attachment, sized for people
     # people by their display names: the technician in the field, the dispatcher in the history
     assert "陈刚" in page.text.split('id="timeline"')[0] and "<strong>王磊</strong>" in history
+    assert "张秀英 创建于" in page.text  # the owner who reported it
     t = await pack.step("zhang_xiuying", t, "confirm")
     assert t["state"] == "closed"
 

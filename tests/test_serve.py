@@ -26,10 +26,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(definitions: Path, db_url: str, *extra: str) -> tuple[subprocess.Popen[str], int]:
+def serve(definitions: Path, db_url: str, *extra: str, cwd: Path = ROOT) -> tuple[subprocess.Popen[str], int]:
+    """``run.py serve`` in a process of its own; ``cwd`` is where it keeps uploads (data/files)."""
     port = free_port()
-    command = [sys.executable, "run.py", "serve", "--port", str(port), "--db", db_url, "--definitions", str(definitions), *extra]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [sys.executable, str(ROOT / "run.py"), "serve", "--port", str(port), "--db", db_url, "--definitions", str(definitions), *extra]
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return process, port
 
 

@@ -91,7 +91,7 @@ def people(ctx: PageContext, item: Mapping[str, Any], history: list[dict[str, An
     user_fields = [f.name for f in ctx.entity.fields if f.type == "user"]
     named = {v for name in user_fields for v in _listed(item.get(name))}
     named |= {v for e in history for name, pair in e["changes"].items() if name in user_fields for side in pair for v in _listed(side)}
-    named |= {e["actor"] for e in history}
+    named |= {e["actor"] for e in history} | set(_listed(item.get("created_by")))
     with ctx.instance.engine.connect() as conn:
         return ctx.records.users.display_names(conn, named)
 
@@ -172,6 +172,7 @@ def detail(request: Request) -> Response:
         "steps": approvals.steps_view(ctx, record_id) if has_workflow else [],
         "sections": [s for s in sections if s["fields"]], "attachments": attachments, "actions": actions,
         "timeline": timeline(ctx, history, titles, files, names),
+        "created_by": names.get(item["created_by"], item["created_by"]) if item.get("created_by") else None,
         "created_at": local_time(ctx, item["created_at"]), "updated_at": local_time(ctx, item["updated_at"]),
     }  # fmt: skip
     return render(request, "pages/detail.html", data, locale=ctx.locale, gettext=ctx.gettext)
