@@ -66,6 +66,18 @@ def log_in(page: object, server: str, username: str, target: str) -> None:
     page.click("form:has(input[name=password]) button[type=submit]")  # type: ignore[attr-defined]
 
 
+def open_dialog(page: object, server: str, username: str, record: str, transition: str) -> object:
+    """Log in as ``username`` on ``record``'s page and open ``transition``'s dialog, settled (its
+    inputs wired up); the dialog's locator."""
+    log_in(page, server, username, record)
+    page.wait_for_url(re.compile(rf".*{record}(\?.*)?$"))  # type: ignore[attr-defined]
+    page.locator(f"a[data-transition={transition}]").click()  # type: ignore[attr-defined]
+    dialog = page.locator("#transition-dialog")  # type: ignore[attr-defined]
+    playwright_api.expect(dialog).to_be_visible()
+    playwright_api.expect(dialog).not_to_have_class(re.compile("htmx-added"))
+    return dialog
+
+
 @pytest.mark.parametrize("width,height", [(1280, 900), (375, 812)], ids=["desktop", "phone"])
 def test_dispatch_then_approve(server: str, browser: object, width: int, height: int):
     ARTIFACTS.mkdir(exist_ok=True)
@@ -136,12 +148,7 @@ def test_refusals_other_than_422_show_in_the_dialog_and_the_approvals_card(serve
     context.add_cookies([{"name": "lang", "value": "en", "url": server}])
     page = context.new_page()
     try:
-        log_in(page, server, "dan", record)
-        page.wait_for_url(re.compile(rf".*{record}(\?.*)?$"))
-        page.locator("a[data-transition=dispatch]").click()
-        dialog = page.locator("#transition-dialog")
-        expect(dialog).to_be_visible()
-        expect(dialog).not_to_have_class(re.compile("htmx-added"))  # settled: its inputs are wired up
+        dialog = open_dialog(page, server, "dan", record, "dispatch")
         page.fill("#in-assignee", "to")
         page.locator("#results-assignee button", has_text="tom").click()
         api_as(server, "rita", "PATCH", f"ticket/{record_id}", {"summary": "changed meanwhile"}, version=1)
@@ -211,12 +218,7 @@ def test_the_report_uploaded_in_the_finish_dialog_finishes_the_job(pack_server: 
     context = browser.new_context(viewport={"width": 375, "height": 812}, locale="zh-CN")  # type: ignore[attr-defined]
     page = context.new_page()
     try:
-        log_in(page, pack_server, "chen_gang", record)
-        page.wait_for_url(re.compile(rf".*{record}(\?.*)?$"))
-        page.locator("a[data-transition=finish]").click()
-        dialog = page.locator("#transition-dialog")
-        expect(dialog).to_be_visible()
-        expect(dialog).not_to_have_class(re.compile("htmx-added"))
+        dialog = open_dialog(page, pack_server, "chen_gang", record, "finish")
         dialog.locator("#transition-confirm").click()
         expect(dialog.locator("#err-report")).to_contain_text("完工待验收时必填")
         expect(dialog).not_to_have_class(re.compile("htmx-added"))
