@@ -70,7 +70,7 @@ def on_change(records: Records, conn: Connection, change: Change) -> None:
     w = entity.workflow
     if w is None:
         return
-    if change.before is not None and change.before.get("state") != record.get("state"):
+    if w.approvals and change.before is not None and change.before.get("state") != record.get("state"):
         _withdraw(records, conn, entity, change.before, change.actor, change.now)
     for a in w.approvals:
         t = w.transition(a.before or "")
@@ -261,7 +261,7 @@ def inbox(records_by_app: Mapping[str, Records], actor: Actor) -> list[dict[str,
                 continue
             out.append({
                 "app": step.app, "entity": step.entity, "record_id": step.record_id, "number": row.number, "state": row.state,
-                "approval": step.name, "label": (a.label.get(records.app.locale) if a.label else step.name), "mode": step.mode,
+                "approval": step.name, "label": a.shown(records.app.locale), "mode": step.mode,
                 "opened_at": to_json(step.opened_at),
             })  # fmt: skip
         return out
@@ -279,7 +279,7 @@ def _approval(entity: Entity, name: str) -> Approval:
 
 
 def _find(entity: Entity, name: str) -> Approval | None:
-    return next((a for a in entity.workflow.approvals if a.name == name), None) if entity.workflow else None
+    return entity.workflow.approval(name) if entity.workflow else None
 
 
 def _guards(records: Records, conn: Connection, entity: Entity, t: Transition, record: Mapping[str, Any], actor: Actor,
@@ -355,7 +355,7 @@ def _steps_json(records: Records, conn: Connection, entity: Entity, record_id: i
     for r in rows:
         a = _find(entity, r.name)
         out.append({
-            "id": r.id, "name": r.name, "label": a.label.get(records.app.locale) if a and a.label else r.name, "status": r.status,
+            "id": r.id, "name": r.name, "label": a.shown(records.app.locale) if a else r.name, "status": r.status,
             "mode": r.mode, "state": r.state, "opened_at": to_json(r.opened_at), "closed_at": to_json(r.closed_at),
             "approvers": [{"user": names.get(v.user_id), "decision": v.decision, "comment": v.comment,
                            "decided_at": to_json(v.decided_at)} for v in votes if v.approval_id == r.id],

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.messages import Msg, Named
+
 
 @dataclass(frozen=True, order=True)
 class Loc:
@@ -89,8 +91,6 @@ class NotFound(RecordError):
 def not_visible(entity: Any, record_id: Any) -> NotFound:
     """The refusal of a record that does not exist or that the user may not read (the two are
     one answer, so an id says nothing about records the user may not see)."""
-    from engine.messages import Msg, Named
-
     return NotFound(Msg("%(entity)s %(id)s does not exist or is not visible to you", entity=Named(entity.name, entity.label), id=record_id))
 
 

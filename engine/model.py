@@ -161,6 +161,10 @@ class Approval:
     on_reject: str | None = None  # a transition name
     label: Label | None = None
 
+    def shown(self, locale: str) -> str:
+        """The approval's label in ``locale``, else its name."""
+        return self.label.get(locale) if self.label is not None else self.name
+
 
 @dataclass(frozen=True)
 class CarbonCopy:
@@ -188,6 +192,9 @@ class Workflow:
 
     def transition(self, name: str) -> Transition | None:
         return next((t for t in self.transitions if t.name == name), None)
+
+    def approval(self, name: str) -> Approval | None:
+        return next((a for a in self.approvals if a.name == name), None)
 
 
 @dataclass(frozen=True)

@@ -265,3 +265,17 @@ async def test_a_team_approver_with_no_role_opens_and_decides_the_record_but_see
 async def test_a_user_with_no_role_and_no_grant_cannot_probe_the_app(flow: Flow):
     async with page_client(flow, "bob") as c:
         assert (await c.get("/a/svc/ticket")).status_code == 404
+
+
+@pytest.mark.anyio
+async def test_the_list_names_people_by_their_display_names(flow: Flow):
+    from sqlalchemy import update
+
+    users = flow.instance.schema.system["kiln_users"]
+    with flow.instance.engine.begin() as conn:
+        conn.execute(update(users).where(users.c.username == "tom").values(display_name="汤姆"))
+    dispatch(flow, create(flow), assignee="tom")
+    async with page_client(flow, "dan") as c:
+        listed = await c.get("/a/svc/ticket")
+    rows = listed.text.split("<tbody")[1].split("</tbody>")[0]
+    assert "汤姆" in rows and ">tom<" not in rows

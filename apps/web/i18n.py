@@ -26,7 +26,7 @@ import jinja2
 from babel.messages.pofile import read_po
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import HTTPConnection, Request, cookie_parser
 from starlette.responses import RedirectResponse, Response
 
 from apps.web import security
@@ -177,7 +177,7 @@ class RememberLangParam:
             await self.app(scope, receive, send)
             return
         wanted = normalise(parse_qs(query.decode("latin-1")).get("lang", [""])[0])
-        if wanted is None or f"{COOKIE}={wanted}" in Headers(scope=scope).get("cookie", ""):
+        if wanted is None or cookie_parser(Headers(scope=scope).get("cookie", "")).get(COOKIE) == wanted:
             await self.app(scope, receive, send)
             return
         cookie = f"{COOKIE}={wanted}; Max-Age={COOKIE_MAX_AGE}; Path=/; HttpOnly; SameSite=lax"

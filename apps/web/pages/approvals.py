@@ -31,8 +31,8 @@ def _local(ctx: PageContext, value: str | None) -> str:
 
 def _label(entity: Any, name: str, locale: str) -> str:
     """An approval's label in the page's language (the API gives it in the app's)."""
-    found = next((a for a in entity.workflow.approvals if a.name == name), None) if entity.workflow else None
-    return found.label.get(locale) if found is not None and found.label else name
+    found = entity.workflow.approval(name) if entity.workflow else None
+    return found.shown(locale) if found is not None else name
 
 
 def steps_view(ctx: PageContext, record_id: int) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from apps.web.pages.context import (
     strip_json,
     wants_json,
 )
-from apps.web.pages.fields import display_text, file_rows, title
+from apps.web.pages.fields import display_text, file_rows, listed, title
 from apps.web.pages.lists import field_view, local_time, state_label
 from apps.web.pages.states import look
 from engine import approvals as engine_approvals
@@ -54,11 +54,11 @@ def timeline(
     for entry in reversed(entries):  # newest first
         actor = ctx.gettext("system") if entry["actor"] == "system" else (names or {}).get(entry["actor"], entry["actor"])
         entry = {**entry, "actor": actor}  # a rule, a job: the system
+        at = dt.datetime.fromisoformat(entry["at"]).astimezone(tz).strftime("%Y-%m-%d %H:%M")
         kind, _, made = entry["action"].partition(":")
         if kind == "create" and made and (target := ctx.app.entity(made)) is not None:  # a rule's create action
             created = (entry["changes"].get("id") or [None, None])[1]
             link = {"href": f"/a/{ctx.app.name}/{made}/{created}", "text": f"{target.label.get(ctx.locale)} #{created}"}
-            at = dt.datetime.fromisoformat(entry["at"]).astimezone(tz).strftime("%Y-%m-%d %H:%M")
             out.append({**entry, "at_local": at, "changes": [], "link": link if created else None,
                         "action_label": ctx.gettext("created a record")})  # fmt: skip
             continue
@@ -80,7 +80,6 @@ def timeline(
                 label = f.label.get(ctx.locale)
                 old, new = display_text(f, before, ctx.locale, tz, titles), display_text(f, after, ctx.locale, tz, titles)
             changes.append({"label": label, "before": old, "after": new})
-        at = dt.datetime.fromisoformat(entry["at"]).astimezone(tz).strftime("%Y-%m-%d %H:%M")
         out.append({**entry, "at_local": at, "changes": changes, "link": None, "action_label": _action_label(ctx, entry["action"])})
     return out
 
@@ -89,15 +88,11 @@ def people(ctx: PageContext, item: Mapping[str, Any], history: list[dict[str, An
     """The display names of the users the record's user fields, its history's changes and its
     history's actors name, by username."""
     user_fields = [f.name for f in ctx.entity.fields if f.type == "user"]
-    named = {v for name in user_fields for v in _listed(item.get(name))}
-    named |= {v for e in history for name, pair in e["changes"].items() if name in user_fields for side in pair for v in _listed(side)}
-    named |= {e["actor"] for e in history} | set(_listed(item.get("created_by")))
+    named = {v for name in user_fields for v in listed(item.get(name))}
+    named |= {v for e in history for name, pair in e["changes"].items() if name in user_fields for side in pair for v in listed(side)}
+    named |= {e["actor"] for e in history} | set(listed(item.get("created_by")))
     with ctx.instance.engine.connect() as conn:
         return ctx.records.users.display_names(conn, named)
-
-
-def _listed(value: Any) -> list[str]:
-    return [str(v) for v in value] if isinstance(value, list) else [] if value is None else [str(value)]
 
 
 def _action_label(ctx: PageContext, action: str) -> str:
@@ -106,8 +101,8 @@ def _action_label(ctx: PageContext, action: str) -> str:
     w = ctx.entity.workflow
     if kind == "transition" and w and (t := w.transition(name)):
         return t.label.get(ctx.locale)
-    if kind == "approval" and w and (a := next((a for a in w.approvals if a.name == name), None)):
-        return a.label.get(ctx.locale) if a.label else a.name
+    if kind == "approval" and w and (a := w.approval(name)):
+        return a.shown(ctx.locale)
     words = {
         "create": ctx.gettext("created"), "update": ctx.gettext("changed"), "notify": ctx.gettext("notified"),
         "webhook": ctx.gettext("called a webhook"), "mark": ctx.gettext("flagged"), "unmark": ctx.gettext("unflagged"),
@@ -118,8 +113,7 @@ def _action_label(ctx: PageContext, action: str) -> str:
 
 def _file_names(value: Any, files: Mapping[str, dict[str, Any]]) -> str:
     """Stored file ids as their file names (an id whose file is gone stays as it is)."""
-    ids = value if isinstance(value, list) else [] if value is None else [value]
-    return ", ".join(files[i]["filename"] if i in files else str(i) for i in ids)
+    return ", ".join(files[i]["filename"] if i in files else i for i in listed(value))
 
 
 def _decision_word(ctx: PageContext, value: Any) -> str:
@@ -154,8 +148,7 @@ def detail(request: Request) -> Response:
     file_ids = [v for f in file_fields for v in (item[f.name] if isinstance(item[f.name], list) else [item[f.name]]) if v]
     # and the files the history names (a report replaced since), shown by their names
     file_names = {f.name for f in file_fields}
-    file_ids += [v for e in history for name, pair in e["changes"].items() if name in file_names
-                 for side in pair for v in (side if isinstance(side, list) else [side]) if isinstance(v, str)]  # fmt: skip
+    file_ids += [v for e in history for name, pair in e["changes"].items() if name in file_names for side in pair for v in listed(side)]
     files = file_rows(ctx.instance, list(dict.fromkeys(file_ids)))
     sections = [
         {"title": s.title, "fields": [field_view(ctx, fs.field, item.get(fs.field.name), titles=titles, files=files)

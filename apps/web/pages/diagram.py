@@ -182,7 +182,7 @@ def workflow_page(request: Request) -> Response:
     data = {
         "ctx": ctx, "heading": heading, "svg": svg(workflow, looks, ctx.locale, heading), "states": list(looks.values()),
         "initial": looks[workflow.initial], "transitions": _rows(ctx, workflow, looks),
-        "approvals": [{"label": a.label.get(ctx.locale) if a.label else a.name, "before": _label_of(workflow, a.before, ctx.locale), "guard": a.when.source if a.when else None,
+        "approvals": [{"label": a.shown(ctx.locale), "before": _label_of(workflow, a.before, ctx.locale), "guard": a.when.source if a.when else None,
                        "mode": a.mode, "on_reject": a.on_reject} for a in workflow.approvals],
     }  # fmt: skip
     return render(request, "pages/workflow.html", data, locale=ctx.locale, gettext=ctx.gettext)

@@ -148,6 +148,13 @@ def display_text(f: Field, value: Any, locale: str, tz: dt.tzinfo, titles: Mappi
     return ", ".join(str(v) for v in values)
 
 
+def listed(value: Any) -> list[str]:
+    """A field's value, raw or stored, as its items' texts (none for an empty value)."""
+    if value is None or value == "":
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
 def file_size(size: int | None) -> str:
     """A file's size as people read it: 45 B, 12.3 KB, 4.5 MB."""
     if size is None:

@@ -17,7 +17,16 @@ from starlette.responses import RedirectResponse, Response
 
 from apps.web.pages import layout as layouts
 from apps.web.pages.context import PageContext, entity_context, form_of, page, record_of, render
-from apps.web.pages.fields import Raw, file_rows, form_value, input_values, lenient_record, read_form, title
+from apps.web.pages.fields import (
+    Raw,
+    file_rows,
+    form_value,
+    input_values,
+    lenient_record,
+    listed,
+    read_form,
+    title,
+)
 from apps.web.pages.lists import field_view
 from engine import exports, permissions
 from engine.errors import Forbidden, StaleVersion, ValidationFailed, not_visible
@@ -55,16 +64,16 @@ def form_context(
 ) -> dict[str, Any]:  # fmt: skip
     """Everything the form template needs: sections of field views, messages, the record."""
     entity, records = ctx.entity, ctx.records
-    names = [v for f in entity.fields if f.type == "user" for v in _listed(raw.get(f.name))]
+    names = [v for f in entity.fields if f.type == "user" for v in listed(raw.get(f.name))]
     with ctx.instance.engine.connect() as conn:
         user_ids = ctx.instance.users.ids(conn, names) if names else {}
     record = lenient_record(entity, raw, records.timezone, user_ids)
     if previous is not None:  # an edit: the stored record, with what the form changed on top
         record = {**previous, **{k: v for k, v in record.items() if k in raw}}
     layout = layouts.evaluate(records, entity, record, previous, ctx.actor, ctx.locale, creating=previous is None)
-    links = [{f.name: int(v)} for f in entity.fields if f.type == "link" for v in _listed(raw.get(f.name)) if str(v).isdigit()]
+    links = [{f.name: int(v)} for f in entity.fields if f.type == "link" for v in listed(raw.get(f.name)) if str(v).isdigit()]
     titles = exports.link_titles(records, entity, links, ctx.actor) if links else {}
-    file_ids = [v for f in entity.fields if f.type in ("file", "image") for v in _listed(raw.get(f.name))]
+    file_ids = [v for f in entity.fields if f.type in ("file", "image") for v in listed(raw.get(f.name))]
     files = file_rows(ctx.instance, file_ids)
     errors = dict(errors or {})
     shown = set(layout.field_names)
@@ -101,12 +110,6 @@ def signature(sections: list[dict[str, Any]]) -> str:
 def _label(ctx: PageContext, name: str) -> str:
     f = ctx.entity.field(name)
     return f.label.get(ctx.locale) if f else name
-
-
-def _listed(value: Any) -> list[str]:
-    if value is None or value == "":
-        return []
-    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
 def _writable(layout: layouts.Layout) -> list[str]:

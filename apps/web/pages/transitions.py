@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from apps.web.pages.context import PageContext, entity_context, form_of, is_htmx, page, record_of, render
-from apps.web.pages.fields import Raw, file_rows, form_value, input_values, read_form, title
+from apps.web.pages.fields import Raw, file_rows, form_value, input_values, listed, read_form, title
 from apps.web.pages.lists import field_view
 from apps.web.pages.states import look
 from engine import exports, workflow
@@ -62,9 +62,9 @@ def dialog_context(
     """What the dialog shows: an input per ``requires`` field, the comment, the messages."""
     errors = dict(errors or {})
     wanted = [f for name in t.requires if (f := ctx.entity.field(name)) is not None and (item is None or name in item)]
-    links = [{f.name: int(v)} for f in wanted if f.type == "link" for v in _listed(raw.get(f.name)) if v.isdigit()]
+    links = [{f.name: int(v)} for f in wanted if f.type == "link" for v in listed(raw.get(f.name)) if v.isdigit()]
     titles = exports.link_titles(ctx.records, ctx.entity, links, ctx.actor) if links else {}
-    files = file_rows(ctx.instance, [v for f in wanted if f.type in ("file", "image") for v in _listed(raw.get(f.name))])
+    files = file_rows(ctx.instance, [v for f in wanted if f.type in ("file", "image") for v in listed(raw.get(f.name))])
     fields = [
         field_view(ctx, f, raw=raw.get(f.name, [] if f.is_multi else ""), titles=titles, files=files, required=True,
                    error=ctx.gettext(errors[f.name]) if f.name in errors else None)
@@ -85,10 +85,6 @@ def dialog_context(
         "comment_error": ctx.gettext(errors["comment"]) if "comment" in errors else None,
         "general": general, "stale": stale, "upload_field": f"{ctx.app.name}.{ctx.entity.name}",  # file fields' uploads
     }  # fmt: skip
-
-
-def _listed(value: Raw | None) -> list[str]:
-    return [] if not value else [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
 def _show(request: Request, ctx: PageContext, data: dict[str, Any], status: int = 200) -> Response:
@@ -139,7 +135,9 @@ def _take(request: Request, ctx: PageContext, record_id: int, t: Transition) -> 
         return _show(request, ctx, data, status=exc.status)
     # Back to the record; to the list when the step took it out of the user's sight (a technician
     # sending a ticket back to the desk's 待受理).
-    target = f"{ctx.base}/{record_id}" if _item(ctx, record_id) is not None else ctx.base
+    with ctx.instance.engine.connect() as conn:
+        visible = ctx.records.query.one(conn, ctx.entity, ctx.actor, record_id) is not None
+    target = f"{ctx.base}/{record_id}" if visible else ctx.base
     if is_htmx(request):
         return Response(status_code=200, headers={"HX-Redirect": target, **VARY})
     return RedirectResponse(target, status_code=303, headers=VARY)
